@@ -1,0 +1,243 @@
+"""One trainer for every model compactkd trains: teacher, student and baselines.
+
+SGD with Nesterov momentum and a per-step cosine schedule. A checkpoint is written
+after every epoch; a rerun with the same configuration resumes from it and ends
+with exactly the weights an uninterrupted run would have, because each epoch's
+randomness (shuffling, augmentation, dropout) is seeded from the epoch number alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from compactkd.data import BatchLoader, make_loader
+from compactkd.evaluation import evaluate
+from compactkd.serialization import atomic_save, safe_load
+
+logger = logging.getLogger(__name__)
+
+# (model, images, labels) -> (loss, logits): CE for the teacher, KD for students.
+HISTORY_COLUMNS = [
+    "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"
+]
+Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one training run (``conf/base/parameters_*.yml``)."""
+
+    epochs: int = 15
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be positive, got {self}")
+        if self.lr <= 0 or not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"lr must be positive and label_smoothing in [0, 1), got {self}")
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> TrainConfig:
+        unknown = set(params) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown training parameter(s) {sorted(unknown)}")
+        return cls(**params)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``"auto"`` is CUDA when available, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def cross_entropy_objective(label_smoothing: float = 0.0) -> Objective:
+    def objective(
+        model: nn.Module, images: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = model(images)
+        return F.cross_entropy(logits, labels, label_smoothing=label_smoothing), logits
+
+    return objective
+
+
+def _digest(*parts: Any) -> str:
+    sha = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, torch.Tensor):
+            sha.update(part.detach().cpu().contiguous().numpy().tobytes())
+        else:
+            sha.update(json.dumps(part, sort_keys=True, default=str).encode())
+    return sha.hexdigest()
+
+
+def run_fingerprint(
+    model: nn.Module,
+    splits: Mapping[str, Any],
+    config: TrainConfig,
+    extra: Mapping[str, Any] | None = None,
+) -> str:
+    """Identifies a run, so that a checkpoint is only ever resumed by the same run."""
+    settings = dataclasses.asdict(config) | {"device": None, "extra": dict(extra or {})}
+    weights = [t for _, t in sorted(model.state_dict().items())]
+    train = splits["train"]
+    return _digest(settings, *weights, train["images"], train["labels"], splits["augmentation"])
+
+
+class Checkpoint:
+    """The state after an epoch, in one file, valid only for the run that wrote it."""
+
+    def __init__(self, path: Path, fingerprint: str) -> None:
+        self.path = path
+        self.fingerprint = fingerprint
+
+    def restore(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+    ) -> list[dict[str, float]]:
+        """Load the last saved state into the given objects; return the history so far."""
+        if not self.path.is_file():
+            return []
+        state = safe_load(self.path)
+        if state.get("fingerprint") != self.fingerprint:
+            logger.info("Checkpoint %s belongs to another run; starting afresh", self.path)
+            return []
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        logger.info("Resuming from %s after epoch %d", self.path, len(state["history"]))
+        return state["history"]
+
+    def save(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        history: list[dict[str, float]],
+    ) -> None:
+        state = {
+            "fingerprint": self.fingerprint,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "history": history,
+        }
+        atomic_save(state, self.path)
+
+
+def _train_one_epoch(
+    model: nn.Module,
+    loader: BatchLoader,
+    generator: torch.Generator,
+    objective: Objective,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    description: str,
+) -> tuple[float, float]:
+    """One pass over the training split; returns mean loss and accuracy (percent)."""
+    model.train()
+    loss_sum, correct, seen = 0.0, 0, 0
+    batches = loader.batches(generator)
+    # disable=None: a bar on a terminal, silence in CI logs.
+    progress = tqdm(batches, total=len(loader), desc=description, leave=False, disable=None)
+    for images, labels in progress:
+        loss, logits = objective(model, images, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        loss_sum += float(loss) * len(labels)
+        correct += int((logits.argmax(dim=1) == labels).sum())
+        seen += len(labels)
+        progress.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}")
+    return loss_sum / seen, 100.0 * correct / seen
+
+
+def train(
+    model: nn.Module,
+    splits: Mapping[str, Any],
+    config: TrainConfig,
+    objective: Objective | None = None,
+    checkpoint_path: str | Path | None = None,
+    fingerprint_extra: Mapping[str, Any] | None = None,
+    name: str = "model",
+) -> tuple[nn.Module, pd.DataFrame]:
+    """Train ``model`` on ``splits["train"]``, validating on ``splits["val"]`` each epoch.
+
+    Returns the trained model (on the CPU) and its history: one row per epoch with
+    train loss and accuracy, validation loss and accuracy, learning rate and seconds.
+    ``fingerprint_extra`` names whatever else defines the run (e.g. the objective's
+    parameters) so a checkpoint of a different run is never resumed.
+    """
+    device = resolve_device(config.device)
+    objective = objective or cross_entropy_objective(config.label_smoothing)
+    fingerprint = run_fingerprint(model, splits, config, fingerprint_extra)
+    model.to(device)
+    train_loader = make_loader(splits, "train", config.batch_size, device, augment=True)
+    val_loader = make_loader(splits, "val", config.batch_size, device)
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=config.lr,
+        momentum=config.momentum,
+        nesterov=config.nesterov and config.momentum > 0,
+        weight_decay=config.weight_decay,
+    )
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=config.epochs * len(train_loader)
+    )
+    checkpoint = Checkpoint(Path(checkpoint_path), fingerprint) if checkpoint_path else None
+    history = checkpoint.restore(model, optimizer, scheduler) if checkpoint else []
+    for epoch in range(len(history), config.epochs):
+        started = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        epoch_seed = config.seed * 1_000_003 + epoch
+        torch.manual_seed(epoch_seed)  # dropout and other global-RNG users
+        train_loss, train_acc = _train_one_epoch(
+            model,
+            train_loader,
+            torch.Generator().manual_seed(epoch_seed),
+            objective,
+            optimizer,
+            scheduler,
+            f"{name} {epoch + 1}/{config.epochs}",
+        )
+        val = evaluate(model, val_loader)
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": train_loss,
+                "train_accuracy": train_acc,
+                "val_loss": val["loss"],
+                "val_accuracy": val["top1"],
+                "lr": lr,
+                "seconds": time.perf_counter() - started,
+            }
+        )
+        logger.info(
+            "%s epoch %d/%d: train loss %.4f acc %.2f%%, val loss %.4f acc %.2f%% (%.1fs)",
+            name, epoch + 1, config.epochs, train_loss, train_acc, val["loss"], val["top1"],
+            history[-1]["seconds"],
+        )  # fmt: skip
+        if checkpoint:
+            checkpoint.save(model, optimizer, scheduler, history)
+    return model.cpu(), pd.DataFrame(history, columns=HISTORY_COLUMNS)

@@ -1,0 +1,66 @@
+"""Shared fixtures. Tests never touch the network or the real data folders."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_images(folder: Path, count: int, size: tuple[int, int], suffix: str = ".png") -> None:
+    """Real image files of random colours, so a reader must decode and resize them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(len(str(folder)) + count)
+    for i in range(count):
+        pixels = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"img_{i:03d}{suffix}")
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """Three classes of mixed JPEG and PNG images of different sizes, one folder to split."""
+    root = tmp_path / "images"
+    write_images(root / "cat", 12, (40, 50), ".jpg")
+    write_images(root / "dog", 12, (20, 20), ".png")
+    write_images(root / "owl", 12, (64, 33), ".jpeg")
+    return root
+
+
+@pytest.fixture
+def project_copy(tmp_path: Path) -> Path:
+    """The project's committed and uncommitted files (not ignored ones) in a new git repo."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=PROJECT_ROOT, capture_output=True, check=True, text=True,
+    ).stdout.split("\0")  # fmt: skip
+    copy = tmp_path / "project"
+    for name in filter(None, listed):
+        source = PROJECT_ROOT / name
+        if source.is_file():
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, copy / name)
+    for command in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"],
+    ):
+        subprocess.run(command, cwd=copy, check=True)
+    return copy
+
+
+@pytest.fixture
+def digits_splits() -> dict:
+    from compactkd.data import load_dataset, split_dataset
+
+    return split_dataset(load_dataset("digits"), "digits", seed=0)
