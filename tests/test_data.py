@@ -25,7 +25,9 @@ def numbered_dataset(per_class: tuple[int, ...]) -> RawDataset:
     images = torch.zeros(n, 1, 4, 4, dtype=torch.uint8)
     images[:, 0, 0, 0] = torch.arange(n) % 256
     images[:, 0, 0, 1] = torch.arange(n) // 256
-    images[:, 0, 1:, :] = torch.randint(0, 256, (n, 3, 4), generator=torch.Generator().manual_seed(0))
+    images[:, 0, 1:, :] = torch.randint(
+        0, 256, (n, 3, 4), generator=torch.Generator().manual_seed(0)
+    )
     labels = torch.cat([torch.full((c,), k) for k, c in enumerate(per_class)])
     return RawDataset(images, labels, [f"c{k}" for k in range(len(per_class))], "synthetic")
 

@@ -8,7 +8,6 @@ everything is read with ``torch.load(weights_only=True)``, which cannot run code
 from __future__ import annotations
 
 import os
-import pickle
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -54,8 +53,10 @@ def safe_load(path: str | Path) -> Any:
         raise CheckpointError(f"{path} does not exist")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
-        raise CheckpointError(f"{path} is not a PyTorch checkpoint: {error}") from error
+    except Exception as error:  # torch.load fails on foreign bytes in many ways (even KeyError)
+        raise CheckpointError(
+            f"{path} is not a PyTorch checkpoint ({type(error).__name__}: {error})"
+        ) from error
 
 
 def save_model(model: nn.Module, path: str | Path) -> None:

@@ -32,7 +32,13 @@ logger = logging.getLogger(__name__)
 
 # (model, images, labels) -> (loss, logits): CE for the teacher, KD for students.
 HISTORY_COLUMNS = [
-    "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"
+    "epoch",
+    "train_loss",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "lr",
+    "seconds",
 ]
 Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -166,7 +172,7 @@ def _train_one_epoch(
         loss.backward()
         optimizer.step()
         scheduler.step()
-        loss_sum += float(loss) * len(labels)
+        loss_sum += loss.item() * len(labels)
         correct += int((logits.argmax(dim=1) == labels).sum())
         seen += len(labels)
         progress.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}")

@@ -39,9 +39,7 @@ def _check_fits_data(model: nn.Module, splits: dict[str, Any], source: str) -> N
         )
 
 
-def train_teacher(
-    splits: dict[str, Any], params: dict[str, Any]
-) -> tuple[nn.Module, pd.DataFrame]:
+def train_teacher(splits: dict[str, Any], params: dict[str, Any]) -> tuple[nn.Module, pd.DataFrame]:
     """Train the configured teacher, or load the user's own when ``checkpoint`` is set."""
     config = TrainConfig.from_params(params["training"])  # bad parameters fail before any work
     spec = _model_spec(splits, params)

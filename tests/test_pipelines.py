@@ -1,0 +1,73 @@
+"""The Kedro pipelines run end to end through a real KedroSession, in a copy of the project."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from kedro.framework.project import configure_project
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+
+from compactkd.pipeline_registry import register_pipelines
+from compactkd.serialization import load_model
+
+TINY = {
+    "data_processing": {"dataset": "digits"},
+    "teacher": {"training": {"epochs": 1, "batch_size": 128, "device": "cpu"}},
+}
+
+
+def run_session(project: Path, pipeline: str, params: dict) -> None:
+    bootstrap_project(project)
+    with KedroSession.create(project_path=project, runtime_params=params) as session:
+        session.run(pipeline_names=[pipeline])
+
+
+def test_every_stage_is_registered_and_default_runs_them_all() -> None:
+    configure_project("compactkd")
+    pipelines = register_pipelines()
+    assert {"data_processing", "teacher", "__default__"} <= set(pipelines)
+    default_nodes = {n.name for n in pipelines["__default__"].nodes}
+    for name, stage in pipelines.items():
+        assert {n.name for n in stage.nodes} <= default_nodes, name
+
+
+@pytest.mark.slow
+def test_data_processing_and_teacher_run_in_a_kedro_session(
+    project_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(project_copy)
+    run_session(project_copy, "__default__", TINY)
+    reporting = project_copy / "data" / "08_reporting"
+    card = json.loads((reporting / "dataset_card.json").read_text())
+    assert card["name"] == "digits" and sum(card["counts"].values()) == 1797
+    metrics = json.loads((reporting / "teacher_metrics.json").read_text())
+    assert metrics["epochs"] == 1 and metrics["train_seconds"] > 0
+    assert 0 < metrics["test_top1"] <= 100 and metrics["test_top5"] >= metrics["test_top1"]
+    assert metrics["flops"] > 0 and metrics["params"] > 250_000
+    history = pd.read_csv(reporting / "teacher_history.csv")
+    assert list(history.columns[:3]) == ["epoch", "train_loss", "train_accuracy"]
+    assert len(history) == 1
+    teacher = load_model(project_copy / "data" / "06_models" / "teacher.pt")
+    assert teacher.spec["name"] == "resnet20" and teacher.spec["in_channels"] == 1
+
+    # The user's own trained teacher is used as it is: no training, the same accuracy.
+    shutil.copy(project_copy / "data" / "06_models" / "teacher.pt", project_copy / "mine.pt")
+    run_session(project_copy, "teacher", {**TINY, "teacher": {"checkpoint": "mine.pt"}})
+    again = json.loads((reporting / "teacher_metrics.json").read_text())
+    assert again["epochs"] == 0 and again["train_seconds"] == 0
+    assert again["test_top1"] == metrics["test_top1"]
+
+
+@pytest.mark.slow
+def test_unknown_dataset_fails_before_anything_is_written(
+    project_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(project_copy)
+    with pytest.raises(Exception, match="unknown dataset 'nope'"):
+        run_session(project_copy, "__default__", {"data_processing": {"dataset": "nope"}})
+    assert not (project_copy / "data" / "05_model_input" / "splits.pt").exists()
