@@ -1,0 +1,1 @@
+"""Block-wise distillation of candidates and the exact selection under a budget."""
