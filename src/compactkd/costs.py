@@ -1,10 +1,12 @@
-"""What a model costs: FLOPs per image and parameters, counted on the real module.
+"""What a model costs: FLOPs per image, parameters and latency, measured on the real module.
 
 One cost function serves the teacher, the block search, evaluation and the report.
 """
 
 from __future__ import annotations
 
+import statistics
+import time
 from collections.abc import Sequence
 
 import torch
@@ -33,3 +35,40 @@ def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
 def count_params(model: nn.Module) -> int:
     """Number of trainable and frozen parameters (buffers such as BN statistics excluded)."""
     return sum(p.numel() for p in model.parameters())
+
+
+def measure_latency_ms(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    batch_size: int = 1,
+    threads: int = 1,
+    warmup: int = 5,
+    repeats: int = 20,
+) -> float:
+    """Median wall time of one forward pass on this machine, in milliseconds.
+
+    The thread count is fixed for the measurement (and restored after), so figures
+    compare across models; the median of ``repeats`` timed runs after ``warmup``
+    untimed ones keeps one slow run from moving the result.
+    """
+    previous_threads = torch.get_num_threads()
+    was_training = model.training
+    model.eval()
+    parameter = next(model.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    images = torch.randn(batch_size, *input_shape, device=device)
+    timings = []
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            for run in range(warmup + repeats):
+                started = time.perf_counter()
+                model(images)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                if run >= warmup:
+                    timings.append(time.perf_counter() - started)
+    finally:
+        torch.set_num_threads(previous_threads)
+        model.train(was_training)
+    return 1000.0 * statistics.median(timings)

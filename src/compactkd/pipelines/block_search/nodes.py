@@ -1,0 +1,162 @@
+"""Nodes of the ``block_search`` stage: candidates, their block-wise training, the choice."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from compactkd.data import BatchLoader, make_loader
+from compactkd.evaluation import evaluate
+from compactkd.search.blockwise import (
+    BlockTrainConfig,
+    plugin_accuracy,
+    train_candidates,
+    train_subset,
+)
+from compactkd.search.pool import (
+    CandidatePool,
+    build_pool,
+    candidate_table,
+    selection_options,
+    slots,
+    student_spec,
+    teacher_costs,
+)
+from compactkd.search.select import resolve_budgets, select
+
+SETTINGS = {
+    "granularity", "interface_fractions", "space", "blocks", "pin", "score", "block_weights",
+    "latency", "plugin_drop", "budgets", "importance_samples", "training", "resume_path",
+}  # fmt: skip
+SCORES = ("nmse", "weighted_nmse", "plugin_drop")
+
+
+def _check_settings(params: dict[str, Any]) -> BlockTrainConfig:
+    unknown = set(params) - SETTINGS
+    if unknown:
+        raise ValueError(f"unknown block_search setting(s) {sorted(unknown)}; "
+                         f"valid: {sorted(SETTINGS)}")  # fmt: skip
+    if params["score"] not in SCORES:
+        raise ValueError(f"block_search.score must be one of {SCORES}, got {params['score']!r}")
+    if "latency" in (params.get("budgets") or {}) and not params["latency"]:
+        raise ValueError("a latency budget needs block_search.latency: true (to measure it)")
+    return BlockTrainConfig(**params["training"])
+
+
+def prepare_candidates(
+    teacher: nn.Module, splits: dict[str, Any], params: dict[str, Any]
+) -> dict[str, Any]:
+    """Partition, candidates and costs; fails here, before training, on a bad setting or budget."""
+    started = time.perf_counter()
+    config = _check_settings(params)
+    fraction = min(1.0, params["importance_samples"] / len(splits["train"]["labels"]))
+    sample = train_subset(splits, fraction, config.seed)
+    loader = BatchLoader(sample, splits["mean"], splits["std"], config.batch_size)
+    input_shape = tuple(splits["train"]["images"].shape[1:])
+    pool = build_pool(teacher, input_shape, loader, params)
+    reference = teacher_costs(pool)
+    budgets = resolve_budgets(params["budgets"], reference)
+    # The structure alone decides feasibility: choose with every score zero.
+    unscored = {position: 0.0 for position in range(len(pool.candidates))}
+    select(selection_options(pool, unscored, params["pin"]), slots(pool), budgets, reference)
+    return {
+        "pool": pool,
+        "reference": reference,
+        "budgets": budgets,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def train_block_candidates(
+    prepared: dict[str, Any], splits: dict[str, Any], params: dict[str, Any]
+) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame, float]:
+    """Block-wise distillation of every candidate; their table, weights and history."""
+    started = time.perf_counter()
+    pool: CandidatePool = prepared["pool"]
+    config = BlockTrainConfig(**params["training"])
+    history, nmse, active = train_candidates(
+        pool.partition,
+        pool.candidates,
+        pool.keeps,
+        splits,
+        dict(enumerate(pool.costs)),
+        config,
+        params["resume_path"],
+    )
+    drops = _plugin_drops(pool, active, splits, config) if _wants_plugin(params) else None
+    weights = {
+        "keeps": [{f: keep for f, keep in keeps.items()} for keeps in pool.keeps],
+        "weights": {c.name: c.module.state_dict() for c in pool.candidates},
+    }
+    table = candidate_table(pool, nmse, active, drops)
+    return table, weights, history, time.perf_counter() - started
+
+
+def _wants_plugin(params: dict[str, Any]) -> bool:
+    return bool(params["plugin_drop"]) or params["score"] == "plugin_drop"
+
+
+def _plugin_drops(
+    pool: CandidatePool, active: list[int], splits: dict[str, Any], config: BlockTrainConfig
+) -> dict[int, float]:
+    """Teacher validation accuracy minus its accuracy with one block swapped (points)."""
+    loader = make_loader(splits, "val", config.batch_size)
+    parts = nn.Sequential(pool.partition.stem, pool.partition.blocks, pool.partition.head)
+    teacher_accuracy = evaluate(parts, loader)["top1"]
+    index_of = {name: i for i, name in enumerate(pool.partition.block_names)}
+    with torch.inference_mode():
+        return {
+            c: teacher_accuracy
+            - plugin_accuracy(
+                pool.partition, index_of[pool.candidates[c].block], pool.candidates[c],
+                pool.keeps, loader,
+            )
+            for c in active
+        }  # fmt: skip
+
+
+def _scores(table: pd.DataFrame, params: dict[str, Any]) -> dict[int, float]:
+    active = table[table["active"]]
+    if params["score"] == "plugin_drop":
+        return dict(active["plugin_drop"].astype(float))
+    weights = params["block_weights"] if params["score"] == "weighted_nmse" else {}
+    unknown = set(weights) - set(table["block"])
+    if unknown:
+        raise ValueError(f"block_weights name unknown block(s) {sorted(unknown)}")
+    return {i: row.nmse * weights.get(row.block, 1.0) for i, row in active.iterrows()}
+
+
+def select_student(
+    prepared: dict[str, Any],
+    table: pd.DataFrame,
+    history: pd.DataFrame,
+    training_seconds: float,
+    teacher_metrics: dict[str, Any],
+    params: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The exact choice under the budgets, and the stage's metrics."""
+    started = time.perf_counter()
+    pool: CandidatePool = prepared["pool"]
+    options = selection_options(pool, _scores(table, params), params["pin"])
+    selection = select(options, slots(pool), prepared["budgets"], prepared["reference"])
+    spec = student_spec(selection, prepared["reference"], prepared["budgets"])
+    spec["score_kind"] = params["score"]
+    seconds = prepared["seconds"] + training_seconds + (time.perf_counter() - started)
+    teacher_seconds = teacher_metrics.get("train_seconds") or float("nan")
+    metrics = {
+        "blocks": len(pool.partition.block_names),
+        "candidates": len(pool.candidates),
+        "active_candidates": int(table["active"].sum()),
+        "block_epochs": len(history),
+        "seconds": seconds,
+        "teacher_train_seconds": teacher_seconds,
+        "overhead_vs_teacher": seconds / teacher_seconds,
+        "predicted_flops_ratio": spec["ratios"]["flops"],
+        "predicted_params_ratio": spec["ratios"]["params"],
+        "chosen": {slot: choice["candidate"] for slot, choice in spec["blocks"].items()},
+    }
+    return spec, metrics

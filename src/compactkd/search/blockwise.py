@@ -1,0 +1,279 @@
+"""Block-wise distillation (METHOD §3): every candidate learns its block from one teacher pass.
+
+For each batch the frozen teacher runs once and records its interfaces ``x_0 .. x_N``;
+each candidate of block ``i`` maps ``x_{i-1}[:, keep_in]`` to ``x_i[:, keep_out]`` under
+the normalised MSE. All candidates share one optimiser step per batch; the ``teacher``
+candidate is the teacher's own block, exact already, so it is scored but never trained.
+After every epoch the candidates that another candidate of the same block and interface
+widths beats on FLOPs, parameters and validation NMSE at once are dropped (they can
+never be chosen).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from compactkd.blocks.candidates import Candidate
+from compactkd.blocks.partition import Partition
+from compactkd.data import BatchLoader, make_loader
+from compactkd.losses import nmse_terms
+from compactkd.training import Checkpoint, resolve_device, run_fingerprint
+
+logger = logging.getLogger(__name__)
+
+Keeps = Sequence[Mapping[float, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class BlockTrainConfig:
+    """How the candidates are trained (``block_search.training`` in the parameters)."""
+
+    epochs: int = 2
+    batch_size: int = 64
+    lr: float = 4e-3
+    weight_decay: float = 0.0
+    subsample: float = 0.2  # fraction of the training split used for block training
+    pareto_pruning: bool = True
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError(f"epochs, batch_size and lr must be positive, got {self}")
+        if not 0 < self.subsample <= 1:
+            raise ValueError(f"subsample must be in (0, 1], got {self.subsample}")
+
+
+def train_subset(splits: Mapping[str, Any], fraction: float, seed: int) -> dict[str, Any]:
+    """A stratification-free, seeded random subset of the training split."""
+    train = splits["train"]
+    count = max(1, round(fraction * len(train["labels"])))
+    chosen = torch.randperm(len(train["labels"]), generator=torch.Generator().manual_seed(seed))
+    chosen = torch.sort(chosen[:count]).values
+    return {"images": train["images"][chosen], "labels": train["labels"][chosen]}
+
+
+@torch.inference_mode()
+def channel_importance(partition: Partition, loader: BatchLoader) -> list[torch.Tensor]:
+    """Mean absolute activation of every channel at every interface, over ``loader``."""
+    totals: list[torch.Tensor] | None = None
+    for images, _ in loader.batches():
+        means = [
+            x.abs().mean(dim=(0, 2, 3)).cpu() * len(x) for x in partition.interface_tensors(images)
+        ]
+        totals = means if totals is None else [t + m for t, m in zip(totals, means, strict=True)]
+    assert totals is not None
+    return [t / loader.num_samples for t in totals]
+
+
+class _Inputs:
+    """The narrowed interfaces of one batch, each gathered once for every candidate."""
+
+    def __init__(self, interfaces: list[torch.Tensor], keeps: Keeps) -> None:
+        self.interfaces, self.keeps, self.cache = interfaces, keeps, {}
+
+    def get(self, index: int, fraction: float) -> torch.Tensor:
+        key = (index, fraction)
+        if key not in self.cache:
+            keep = self.keeps[index][fraction].to(self.interfaces[index].device)
+            self.cache[key] = self.interfaces[index][:, keep]
+        return self.cache[key]
+
+
+def _candidate_terms(
+    candidate: Candidate, index: int, inputs: _Inputs
+) -> tuple[torch.Tensor, torch.Tensor]:
+    prediction = candidate.module(inputs.get(index, candidate.in_fraction))
+    return nmse_terms(prediction, inputs.get(index + 1, candidate.out_fraction))
+
+
+def _block_index(partition: Partition) -> dict[str, int]:
+    return {name: i for i, name in enumerate(partition.block_names)}
+
+
+@torch.inference_mode()
+def validation_nmse(
+    partition: Partition,
+    candidates: Sequence[Candidate],
+    active: Sequence[int],
+    keeps: Keeps,
+    loader: BatchLoader,
+) -> dict[int, float]:
+    """Validation NMSE of the active candidates, summed over the whole split."""
+    index_of = _block_index(partition)
+    sums: dict[int, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for c in active:
+        candidates[c].module.eval()
+    for images, _ in loader.batches():
+        inputs = _Inputs(partition.interface_tensors(images), keeps)
+        for c in active:
+            error, spread = _candidate_terms(candidates[c], index_of[candidates[c].block], inputs)
+            sums[c][0] += float(error)
+            sums[c][1] += float(spread)
+    return {c: error / max(spread, 1e-12) for c, (error, spread) in sums.items()}
+
+
+def pareto_survivors(
+    candidates: Sequence[Candidate],
+    active: Sequence[int],
+    nmse: Mapping[int, float],
+    costs: Mapping[int, Mapping[str, float]],
+) -> list[int]:
+    """Drop every candidate beaten on FLOPs, params and NMSE by one of the same block and widths."""
+
+    def key(c: int) -> tuple:
+        return candidates[c].block, candidates[c].in_fraction, candidates[c].out_fraction
+
+    def measures(c: int) -> tuple[float, float, float]:
+        return costs[c]["flops"], costs[c]["params"], nmse[c]
+
+    survivors = []
+    for c in active:
+        mine = measures(c)
+        dominated = any(
+            key(d) == key(c)
+            and all(a <= b for a, b in zip(measures(d), mine, strict=True))
+            and measures(d) != mine
+            for d in active
+        )
+        if not dominated:
+            survivors.append(c)
+    return survivors
+
+
+def train_candidates(
+    partition: Partition,
+    candidates: Sequence[Candidate],
+    keeps: Keeps,
+    splits: Mapping[str, Any],
+    costs: Mapping[int, Mapping[str, float]],
+    config: BlockTrainConfig,
+    checkpoint_path: str | Path | None = None,
+) -> tuple[pd.DataFrame, dict[int, float], list[int]]:
+    """Train every candidate against the frozen teacher; resumable after each epoch.
+
+    Returns the per-epoch history, each candidate's last validation NMSE (by position
+    in ``candidates``) and the positions of the candidates still active at the end.
+    """
+    device = resolve_device(config.device)
+    teacher_parts = nn.ModuleList([partition.stem, partition.blocks, partition.head])
+    teacher_parts.to(device).eval().requires_grad_(False)
+    modules = nn.ModuleList(c.module for c in candidates).to(device)
+    frozen = {i for i, c in enumerate(candidates) if c.family == "teacher"}
+    for i in frozen:
+        candidates[i].module.eval().requires_grad_(False)
+    part = train_subset(splits, config.subsample, config.seed)
+    loader = BatchLoader(
+        part, splits["mean"], splits["std"], config.batch_size, splits["augmentation"], device
+    )
+    val_loader = make_loader(splits, "val", config.batch_size, device)
+    optimizer = torch.optim.Adam(
+        modules.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=config.epochs * len(loader)
+    )
+    extra = {"keeps": [{f: k.tolist() for f, k in keep.items()} for keep in keeps]}
+    extra["candidates"] = [c.name for c in candidates]
+    fingerprint = run_fingerprint(modules, splits, config, extra)
+    checkpoint = Checkpoint(Path(checkpoint_path), fingerprint) if checkpoint_path else None
+    history = checkpoint.restore(modules, optimizer, scheduler) if checkpoint else []
+    active = list(history[-1]["active"]) if history else list(range(len(candidates)))
+    nmse = dict(history[-1]["nmse"]) if history else {}
+    index_of = _block_index(partition)
+    for epoch in range(len(history), config.epochs):
+        started = time.perf_counter()
+        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+        trained = [c for c in active if c not in frozen]
+        for c in trained:
+            candidates[c].module.train()
+        progress = tqdm(
+            loader.batches(generator),
+            total=len(loader),
+            desc=f"blocks {epoch + 1}/{config.epochs}",
+            leave=False,
+            disable=None,
+        )
+        for images, _ in progress if trained else ():  # nothing to train: only score
+            with torch.no_grad():  # the single teacher pass that feeds every candidate
+                inputs = _Inputs(partition.interface_tensors(images), keeps)
+            loss = 0.0
+            for c in trained:
+                error, spread = _candidate_terms(
+                    candidates[c], index_of[candidates[c].block], inputs
+                )
+                loss = loss + error / spread.clamp_min(1e-12)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            progress.set_postfix(mean_nmse=f"{loss.item() / len(trained):.3f}")
+        nmse.update(validation_nmse(partition, candidates, active, keeps, val_loader))
+        before = len(active)
+        if config.pareto_pruning:
+            active = pareto_survivors(candidates, active, nmse, costs)
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "active_before": before,
+                "active_after": len(active),
+                "mean_val_nmse": sum(nmse[c] for c in active) / len(active),
+                "seconds": time.perf_counter() - started,
+                "active": active,
+                "nmse": dict(nmse),
+            }
+        )
+        logger.info(
+            "block epoch %d/%d: %d -> %d candidates, mean val NMSE %.4f (%.1fs)",
+            epoch + 1, config.epochs, before, len(active), history[-1]["mean_val_nmse"],
+            history[-1]["seconds"],
+        )  # fmt: skip
+        if checkpoint:
+            checkpoint.save(modules, optimizer, scheduler, history)
+    modules.cpu()
+    teacher_parts.cpu()
+    table = pd.DataFrame(history).drop(columns=["active", "nmse"])
+    return table, nmse, active
+
+
+@torch.inference_mode()
+def plugin_accuracy(
+    partition: Partition,
+    index: int,
+    candidate: Candidate,
+    keeps: Keeps,
+    loader: BatchLoader,
+) -> float:
+    """Validation accuracy of the teacher with only block ``index`` swapped for ``candidate``.
+
+    Channels the candidate does not write are zero, which is what a narrowed interface
+    means for the teacher's next block.
+    """
+    correct = 0
+    candidate.module.eval()
+    in_keep = keeps[index][candidate.in_fraction]
+    out_keep = keeps[index + 1][candidate.out_fraction]
+    for images, labels in loader.batches():
+        x = partition.stem(images)
+        for i, block in enumerate(partition.blocks):
+            if i != index:
+                x = block(x)
+                continue
+            written = candidate.module(x[:, in_keep.to(x.device)])
+            x = written.new_zeros(
+                written.shape[0], partition.interfaces[i + 1][0], *written.shape[2:]
+            )
+            x[:, out_keep.to(x.device)] = written
+        correct += int((partition.head(x).argmax(dim=1) == labels).sum())
+    return 100.0 * correct / loader.num_samples

@@ -1,0 +1,239 @@
+"""Candidates, costs, block-wise distillation and the block_search pipeline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from compactkd.blocks.candidates import (
+    block_spaces,
+    build_candidates,
+    expand_space,
+    interface_keeps,
+)
+from compactkd.blocks.partition import partition_model
+from compactkd.costs import count_flops, count_params
+from compactkd.data import make_loader
+from compactkd.models import build_model
+from compactkd.search import blockwise
+from compactkd.search.blockwise import BlockTrainConfig, pareto_survivors, train_candidates
+from compactkd.search.pool import teacher_costs
+
+FULL_SPACE = {
+    "teacher": {},
+    "pruned": {"ratio": [0.5]},
+    "mbconv": {"expansion": [2], "depth": [1], "kernel": [3]},
+    "dsconv": {"depth": [1], "width": [0.5]},
+    "conv": {"depth": [2], "width": [0.5]},
+    "skip": {},
+}
+ARCHITECTURES = [
+    "resnet20", "vgg11_bn", "mobilenet_v2", "tv:resnet18", "tv:resnet50", "tv:mobilenet_v2",
+]  # fmt: skip
+
+
+def random_keeps(partition, fractions=(1.0, 0.5)) -> list:
+    importance = [torch.rand(shape[0]) for shape in partition.interfaces]
+    return interface_keeps(importance, fractions)
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_every_candidate_maps_its_interfaces(name: str, channels: int) -> None:
+    torch.manual_seed(0)
+    teacher = build_model({"name": name, "num_classes": 5, "in_channels": channels}).eval()
+    partition = partition_model(teacher, (channels, 32, 32))
+    keeps = random_keeps(partition)
+    spaces = block_spaces(partition.block_names, FULL_SPACE)
+    candidates = build_candidates(partition, spaces, keeps)
+    assert {c.family for c in candidates} >= {"teacher", "pruned", "mbconv", "dsconv", "conv"}
+    with torch.no_grad():
+        interfaces = partition.interface_tensors(torch.randn(2, channels, 32, 32))
+        for c in candidates:
+            i = partition.block_names.index(c.block)
+            out = c.module.eval()(interfaces[i][:, keeps[i][c.in_fraction]])
+            expected = (2, len(keeps[i + 1][c.out_fraction]), *partition.interfaces[i + 1][1:])
+            assert tuple(out.shape) == expected, c.name
+
+
+def test_teacher_candidate_at_full_width_is_the_teacher_block() -> None:
+    torch.manual_seed(0)
+    teacher = build_model({"name": "resnet20", "num_classes": 10, "in_channels": 3}).eval()
+    partition = partition_model(teacher, (3, 32, 32))
+    keeps = random_keeps(partition)
+    candidates = build_candidates(partition, block_spaces(partition.block_names, FULL_SPACE), keeps)
+    x = partition.interface_tensors(torch.randn(2, 3, 32, 32))
+    for c in candidates:
+        if c.family == "teacher" and c.in_fraction == c.out_fraction == 1.0:
+            i = partition.block_names.index(c.block)
+            assert torch.allclose(c.module.eval()(x[i]), x[i + 1], atol=1e-5)
+
+
+def test_flops_of_known_modules_match_hand_counts() -> None:
+    conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+    assert count_flops(conv, (3, 8, 8)) == 2 * (8 * 8) * 8 * 3 * 9
+    strided = nn.Conv2d(4, 6, 3, stride=2, padding=1, bias=False)
+    assert count_flops(strided, (4, 8, 8)) == 2 * (4 * 4) * 6 * 4 * 9
+    depthwise = nn.Conv2d(6, 6, 3, padding=1, groups=6, bias=False)
+    assert count_flops(depthwise, (6, 5, 5)) == 2 * 25 * 6 * 9
+    linear = nn.Sequential(nn.Flatten(), nn.Linear(10, 5))
+    assert count_flops(linear, (10,)) == 2 * 10 * 5
+    assert count_params(linear) == 55
+
+
+def test_teacher_cost_is_the_sum_of_its_parts() -> None:
+    from compactkd.search.pool import CandidatePool, module_costs
+
+    teacher = build_model({"name": "resnet20", "num_classes": 10, "in_channels": 3}).eval()
+    partition = partition_model(teacher, (3, 32, 32))
+    keeps = random_keeps(partition, (1.0,))
+    candidates = build_candidates(
+        partition, block_spaces(partition.block_names, {"teacher": {}}), keeps
+    )
+    costs = [
+        module_costs(c.module, partition.interfaces[i], False) for i, c in enumerate(candidates)
+    ]
+    stem = module_costs(partition.stem, (3, 32, 32), False)
+    head = module_costs(partition.head, partition.interfaces[-1], False)
+    pool = CandidatePool(partition, keeps, candidates, costs, {1.0: stem}, {1.0: head})
+    totals = teacher_costs(pool)
+    assert totals["flops"] == count_flops(teacher, (3, 32, 32))
+    assert totals["params"] == count_params(teacher)
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ({"tiny": {}}, "unknown candidate family 'tiny'"),
+        ({"pruned": {"ratios": [0.5]}}, "takes exactly"),
+        ({"pruned": {}}, "missing"),
+    ],
+)
+def test_misnamed_design_space_is_refused(space: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        expand_space(space)
+
+
+def test_misnamed_block_override_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"unknown block\(s\) \['block_9'\].*block_1"):
+        block_spaces(["block_1", "block_2"], {"teacher": {}}, {"block_9": {}})
+    with pytest.raises(ValueError, match="not in its design space"):
+        block_spaces(["block_1"], {"teacher": {}}, {"block_1": {"families": ["conv"]}})
+
+
+def test_pareto_pruning_keeps_only_undominated_candidates_of_a_group() -> None:
+    class C:
+        def __init__(self, block, fin, fout):
+            self.block, self.in_fraction, self.out_fraction = block, fin, fout
+
+    candidates = [C("b1", 1.0, 1.0), C("b1", 1.0, 1.0), C("b1", 1.0, 1.0), C("b1", 1.0, 0.5)]
+    costs = {0: {"flops": 10, "params": 5}, 1: {"flops": 5, "params": 3},
+             2: {"flops": 4, "params": 3}, 3: {"flops": 100, "params": 100}}  # fmt: skip
+    nmse = {0: 0.1, 1: 0.2, 2: 0.3, 3: 0.9}
+    assert pareto_survivors(candidates, [0, 1, 2, 3], nmse, costs) == [0, 1, 2, 3]
+    nmse[1] = 0.35  # now 2 is cheaper and better than 1; 3 has other widths, so it stays
+    assert pareto_survivors(candidates, [0, 1, 2, 3], nmse, costs) == [0, 2, 3]
+
+
+def test_block_training_uses_one_teacher_pass_per_batch_and_lowers_nmse(
+    digits_splits: dict, tmp_path: Path
+) -> None:
+    torch.manual_seed(0)
+    teacher = build_model({"name": "resnet20", "num_classes": 10, "in_channels": 1}).eval()
+    partition = partition_model(teacher, (1, 8, 8))
+    keeps = random_keeps(partition)
+    space = {"pruned": {"ratio": [0.5]}, "conv": {"depth": [1], "width": [0.5]}}
+
+    def fresh_candidates() -> list:
+        torch.manual_seed(1)  # random-init families: the same start in both runs
+        return build_candidates(partition, block_spaces(partition.block_names, space), keeps)
+
+    candidates = fresh_candidates()
+    config = BlockTrainConfig(
+        epochs=2, batch_size=128, lr=3e-3, subsample=1.0, pareto_pruning=False, device="cpu"
+    )
+    val_loader = make_loader(digits_splits, "val", config.batch_size)
+    everyone = list(range(len(candidates)))
+    before = blockwise.validation_nmse(partition, candidates, everyone, keeps, val_loader)
+
+    stem_calls = []
+    hook = partition.stem.register_forward_hook(lambda *_: stem_calls.append(1))
+    costs = dict.fromkeys(everyone, {"flops": 1.0, "params": 1.0})
+    history, after, active = train_candidates(
+        partition, candidates, keeps, digits_splits, costs, config, tmp_path / "blocks.ckpt"
+    )
+    hook.remove()
+    batches = len(make_loader(digits_splits, "train", config.batch_size))
+    assert len(stem_calls) == config.epochs * (batches + len(val_loader))
+    assert active == everyone and list(history["epoch"]) == [1, 2]
+    assert sum(after.values()) < sum(before[c] for c in everyone)
+    assert all(not p.requires_grad for p in teacher.parameters())
+
+    # A rerun of the finished run resumes from its checkpoint: no further training.
+    stem_calls.clear()
+    hook = partition.stem.register_forward_hook(lambda *_: stem_calls.append(1))
+    rerun_history, rerun_nmse, _ = train_candidates(
+        partition, fresh_candidates(), keeps, digits_splits, costs, config, tmp_path / "blocks.ckpt"
+    )
+    hook.remove()
+    assert stem_calls == [] and rerun_nmse == after and len(rerun_history) == 2
+
+
+# ---------------------------------------------------------------- the pipeline
+
+
+TINY = {
+    "data_processing": {"dataset": "digits"},
+    "teacher": {"training": {"epochs": 1, "device": "cpu"}},
+    "block_search": {"training": {"epochs": 1, "device": "cpu"}, "importance_samples": 256},
+}
+
+
+def run(project: Path, pipelines: list[str], params: dict) -> None:
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(project)
+    with KedroSession.create(project_path=project, runtime_params=params) as session:
+        session.run(pipeline_names=pipelines)
+
+
+@pytest.mark.slow
+def test_block_search_pipeline_writes_table_and_spec_within_budget(
+    project_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(project_copy)
+    run(project_copy, ["data_processing", "teacher", "block_search"], TINY)
+    table = pd.read_csv(project_copy / "data/07_model_output/candidates.csv")
+    assert {"block", "family", "flops", "params", "nmse", "in_fraction", "out_fraction"} <= set(
+        table.columns
+    )
+    # 3 stages x (the teacher's own block + 4 width pairs x 2 pruned ratios)
+    assert len(table) == 3 * (1 + 4 * 2)
+    spec = json.loads((project_copy / "data/07_model_output/student_spec.json").read_text())
+    assert spec["ratios"]["flops"] <= 0.5 and spec["ratios"]["params"] <= 0.2
+    chosen = spec["blocks"]
+    names = ["stem", "block_1", "block_2", "block_3", "head"]
+    assert list(chosen) == names
+    for left, right in zip(names, names[1:], strict=False):
+        assert chosen[left]["out_fraction"] == chosen[right]["in_fraction"]
+    metrics = json.loads((project_copy / "data/08_reporting/block_search_metrics.json").read_text())
+    assert metrics["candidates"] == 27 and metrics["blocks"] == 3
+    assert metrics["predicted_params_ratio"] == spec["ratios"]["params"]
+    assert metrics["overhead_vs_teacher"] > 0
+
+    # An impossible budget fails before any training, naming the smallest reachable cost.
+    (project_copy / "data/07_model_output/candidates.csv").unlink()
+    impossible = {**TINY, "block_search": {**TINY["block_search"], "budgets": {"params": 0.01}}}
+    with pytest.raises(Exception, match="params budget .* below the smallest reachable"):
+        run(project_copy, ["block_search"], impossible)
+    assert not (project_copy / "data/07_model_output/candidates.csv").exists()
+
+    misnamed = {**TINY, "block_search": {**TINY["block_search"], "pin": {"block_7": "teacher"}}}
+    with pytest.raises(Exception, match=r"unknown block\(s\) \['block_7'\]"):
+        run(project_copy, ["block_search"], misnamed)
