@@ -27,6 +27,16 @@ def write_images(folder: Path, count: int, size: tuple[int, int], suffix: str = 
         Image.fromarray(pixels).save(folder / f"img_{i:03d}{suffix}")
 
 
+def run_session(project: Path, pipelines: list[str], params: dict) -> None:
+    """``kedro run --pipelines ...`` through a real KedroSession, with runtime parameters."""
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(project)
+    with KedroSession.create(project_path=project, runtime_params=params) as session:
+        session.run(pipeline_names=pipelines)
+
+
 @pytest.fixture
 def image_folder(tmp_path: Path) -> Path:
     """Three classes of mixed JPEG and PNG images of different sizes, one folder to split."""

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import run_session
 from torch import nn
 
 from compactkd.blocks.candidates import (
@@ -19,10 +20,12 @@ from compactkd.blocks.candidates import (
 from compactkd.blocks.partition import partition_model
 from compactkd.costs import count_flops, count_params
 from compactkd.data import make_loader
+from compactkd.datasets import TensorDictDataset
 from compactkd.models import build_model
 from compactkd.search import blockwise
 from compactkd.search.blockwise import BlockTrainConfig, pareto_survivors, train_candidates
-from compactkd.search.pool import teacher_costs
+from compactkd.search.pool import rebuild_candidate, teacher_costs
+from compactkd.serialization import load_model
 
 FULL_SPACE = {
     "teacher": {},
@@ -194,21 +197,12 @@ TINY = {
 }
 
 
-def run(project: Path, pipelines: list[str], params: dict) -> None:
-    from kedro.framework.session import KedroSession
-    from kedro.framework.startup import bootstrap_project
-
-    bootstrap_project(project)
-    with KedroSession.create(project_path=project, runtime_params=params) as session:
-        session.run(pipeline_names=pipelines)
-
-
 @pytest.mark.slow
 def test_block_search_pipeline_writes_table_and_spec_within_budget(
     project_copy: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(project_copy)
-    run(project_copy, ["data_processing", "teacher", "block_search"], TINY)
+    run_session(project_copy, ["data_processing", "teacher", "block_search"], TINY)
     table = pd.read_csv(project_copy / "data/07_model_output/candidates.csv")
     assert {"block", "family", "flops", "params", "nmse", "in_fraction", "out_fraction"} <= set(
         table.columns
@@ -227,13 +221,106 @@ def test_block_search_pipeline_writes_table_and_spec_within_budget(
     assert metrics["predicted_params_ratio"] == spec["ratios"]["params"]
     assert metrics["overhead_vs_teacher"] > 0
 
+    # The saved weights rebuild every candidate, and they are the block-wise trained ones.
+    saved = TensorDictDataset(filepath="data/06_models/candidate_weights.pt").load()
+    teacher = load_model("data/06_models/teacher.pt")
+    partition = partition_model(teacher, (1, 8, 8))
+    table = pd.read_csv("data/07_model_output/candidates.csv")
+    for row in table.to_dict("records"):
+        module = rebuild_candidate(partition, saved["keeps"], row)
+        module.load_state_dict(saved["weights"][row["candidate"]])  # strict: same structure
+    trained = table[table["family"] == "pruned"].iloc[0].to_dict()
+    start = rebuild_candidate(partition, saved["keeps"], trained).state_dict()
+    weights = saved["weights"][trained["candidate"]]
+    assert any(not torch.equal(start[key], weights[key]) for key in start)
+
     # An impossible budget fails before any training, naming the smallest reachable cost.
     (project_copy / "data/07_model_output/candidates.csv").unlink()
     impossible = {**TINY, "block_search": {**TINY["block_search"], "budgets": {"params": 0.01}}}
     with pytest.raises(Exception, match="params budget .* below the smallest reachable"):
-        run(project_copy, ["block_search"], impossible)
+        run_session(project_copy, ["block_search"], impossible)
     assert not (project_copy / "data/07_model_output/candidates.csv").exists()
 
     misnamed = {**TINY, "block_search": {**TINY["block_search"], "pin": {"block_7": "teacher"}}}
     with pytest.raises(Exception, match=r"unknown block\(s\) \['block_7'\]"):
-        run(project_copy, ["block_search"], misnamed)
+        run_session(project_copy, ["block_search"], misnamed)
+
+
+def small_pool_parts(space: dict) -> tuple:
+    torch.manual_seed(0)
+    teacher = build_model({"name": "resnet20", "num_classes": 10, "in_channels": 1}).eval()
+    partition = partition_model(teacher, (1, 8, 8))
+    keeps = random_keeps(partition)
+    candidates = build_candidates(partition, block_spaces(partition.block_names, space), keeps)
+    return partition, keeps, candidates
+
+
+def test_progressive_inputs_come_from_the_reference_candidates() -> None:
+    partition, keeps, candidates = small_pool_parts({"pruned": {"ratio": [0.5]}})
+    index_of = {name: i for i, name in enumerate(partition.block_names)}
+    first = next(c for c, cand in enumerate(candidates) if cand.block == "block_1")
+    second = next(
+        c
+        for c, cand in enumerate(candidates)
+        if cand.block == "block_2" and cand.in_fraction == candidates[first].out_fraction
+    )
+    seen = {}
+    candidates[second].module.register_forward_pre_hook(lambda m, a: seen.update(x=a[0]))
+    with torch.no_grad():
+        x = partition.interface_tensors(torch.randn(4, 1, 8, 8))
+        order = list(range(len(candidates)))
+        teacher_inputs = blockwise._Inputs(x, keeps)
+        blockwise._batch_terms(candidates, order, order, index_of, teacher_inputs, {})
+        assert torch.equal(seen["x"], teacher_inputs.target(1, candidates[second].in_fraction))
+        references = {(1, candidates[first].out_fraction): first}
+        student_inputs = blockwise._Inputs(x, keeps)
+        blockwise._batch_terms(candidates, order, order, index_of, student_inputs, references)
+        written = candidates[first].module(student_inputs.target(0, candidates[first].in_fraction))
+        assert torch.equal(seen["x"], written)
+
+
+def test_plugin_accuracy_of_the_teacher_block_is_the_teachers(digits_splits: dict) -> None:
+    from compactkd.training import TrainConfig, train
+
+    torch.manual_seed(0)  # a trained teacher: an untrained one's near-tied logits flip on rounding
+    teacher = build_model({"name": "resnet20", "num_classes": 10, "in_channels": 1})
+    teacher, _ = train(teacher, digits_splits, TrainConfig(epochs=1, batch_size=64, device="cpu"))
+    partition = partition_model(teacher.eval(), (1, 8, 8))
+    keeps = random_keeps(partition)
+    space = {"teacher": {}, "pruned": {"ratio": [0.25]}}
+    candidates = build_candidates(partition, block_spaces(partition.block_names, space), keeps)
+    loader = make_loader(digits_splits, "val", 256)
+    teacher = nn.Sequential(partition.stem, *partition.blocks, partition.head).eval()
+    from compactkd.evaluation import evaluate
+
+    reference = evaluate(teacher, loader)["top1"]
+    own = next(c for c in candidates if c.family == "teacher" and c.block == "block_2")
+    assert blockwise.plugin_accuracy(partition, 1, own, keeps, loader) == reference
+
+
+def test_latency_is_measured_in_milliseconds() -> None:
+    from compactkd.costs import measure_latency_ms
+
+    threads = torch.get_num_threads()
+    latency = measure_latency_ms(nn.Conv2d(3, 8, 3), (3, 16, 16), warmup=1, repeats=3)
+    assert 0 < latency < 1000 and torch.get_num_threads() == threads
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"granularty": "unit"}, r"unknown block_search setting\(s\) \['granularty'\]"),
+        ({"score": "accuracy"}, "score must be one of"),
+        ({"budgets": {"latency": 0.5}}, "latency budget needs block_search.latency: true"),
+        ({"training": {"epoch": 3}}, r"unknown training parameter\(s\) \['epoch'\]"),
+    ],
+)
+def test_misnamed_block_search_settings_are_refused(change: dict, message: str) -> None:
+    import yaml
+
+    from compactkd.pipelines.block_search.nodes import check_settings
+
+    conf = Path(__file__).parents[1] / "conf/base/parameters_block_search.yml"
+    params = yaml.safe_load(conf.read_text())["block_search"] | change
+    with pytest.raises((ValueError, TypeError), match=message):
+        check_settings(params)

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import run_session
 from kedro.framework.project import configure_project
-from kedro.framework.session import KedroSession
-from kedro.framework.startup import bootstrap_project
 
 from compactkd.pipeline_registry import register_pipelines
 from compactkd.serialization import load_model
@@ -19,12 +18,6 @@ TINY = {
     "data_processing": {"dataset": "digits"},
     "teacher": {"training": {"epochs": 1, "batch_size": 128, "device": "cpu"}},
 }
-
-
-def run_session(project: Path, pipeline: str, params: dict) -> None:
-    bootstrap_project(project)
-    with KedroSession.create(project_path=project, runtime_params=params) as session:
-        session.run(pipeline_names=[pipeline])
 
 
 def test_every_stage_is_registered_and_default_runs_them_all() -> None:
@@ -41,7 +34,7 @@ def test_data_processing_and_teacher_run_in_a_kedro_session(
     project_copy: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(project_copy)
-    run_session(project_copy, "__default__", TINY)
+    run_session(project_copy, ["__default__"], TINY)
     reporting = project_copy / "data" / "08_reporting"
     card = json.loads((reporting / "dataset_card.json").read_text())
     assert card["name"] == "digits" and sum(card["counts"].values()) == 1797
@@ -57,7 +50,7 @@ def test_data_processing_and_teacher_run_in_a_kedro_session(
 
     # The user's own trained teacher is used as it is: no training, the same accuracy.
     shutil.copy(project_copy / "data" / "06_models" / "teacher.pt", project_copy / "mine.pt")
-    run_session(project_copy, "teacher", {**TINY, "teacher": {"checkpoint": "mine.pt"}})
+    run_session(project_copy, ["teacher"], {**TINY, "teacher": {"checkpoint": "mine.pt"}})
     again = json.loads((reporting / "teacher_metrics.json").read_text())
     assert again["epochs"] == 0 and again["train_seconds"] == 0
     assert again["test_top1"] == metrics["test_top1"]
@@ -69,5 +62,5 @@ def test_unknown_dataset_fails_before_anything_is_written(
 ) -> None:
     monkeypatch.chdir(project_copy)
     with pytest.raises(Exception, match="unknown dataset 'nope'"):
-        run_session(project_copy, "__default__", {"data_processing": {"dataset": "nope"}})
+        run_session(project_copy, ["__default__"], {"data_processing": {"dataset": "nope"}})
     assert not (project_copy / "data" / "05_model_input" / "splits.pt").exists()

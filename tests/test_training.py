@@ -9,7 +9,7 @@ import torch
 
 import compactkd.training as training
 from compactkd.models import build_model
-from compactkd.training import TrainConfig, train
+from compactkd.training import TrainConfig, config_from_params, train
 
 SMALL = TrainConfig(epochs=3, batch_size=64, lr=0.05, seed=1, device="cpu")
 
@@ -85,4 +85,4 @@ def test_a_finished_run_is_not_trained_again(digits_splits: dict, tmp_path: Path
 )
 def test_bad_training_parameters_are_refused(params: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        TrainConfig.from_params(params)
+        config_from_params(TrainConfig, params)

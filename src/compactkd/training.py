@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 import torch
@@ -31,6 +31,7 @@ from compactkd.serialization import atomic_save, safe_load
 logger = logging.getLogger(__name__)
 
 # (model, images, labels) -> (loss, logits): CE for the teacher, KD for students.
+ConfigT = TypeVar("ConfigT")
 HISTORY_COLUMNS = [
     "epoch",
     "train_loss",
@@ -63,12 +64,14 @@ class TrainConfig:
         if self.lr <= 0 or not 0 <= self.label_smoothing < 1:
             raise ValueError(f"lr must be positive and label_smoothing in [0, 1), got {self}")
 
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> TrainConfig:
-        unknown = set(params) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown training parameter(s) {sorted(unknown)}")
-        return cls(**params)
+
+def config_from_params(cls: type[ConfigT], params: Mapping[str, Any]) -> ConfigT:
+    """A config dataclass from its parameters block, naming any misspelt key."""
+    valid = [f.name for f in dataclasses.fields(cls)]
+    unknown = set(params) - set(valid)
+    if unknown:
+        raise ValueError(f"unknown training parameter(s) {sorted(unknown)}; valid: {valid}")
+    return cls(**params)
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,11 +40,14 @@ class BlockTrainConfig:
     """How the candidates are trained (``block_search.training`` in the parameters)."""
 
     epochs: int = 2
-    batch_size: int = 64
-    lr: float = 4e-3
+    batch_size: int = 32
+    lr: float = 6e-3
     weight_decay: float = 0.0
     subsample: float = 0.2  # fraction of the training split used for block training
     pareto_pruning: bool = True
+    # Train block i on what the best candidates so far of blocks 1..i-1 write, not on the
+    # teacher's features (Wang et al. 2018), from the second epoch on.
+    progressive: bool = False
     seed: int = 0
     device: str = "auto"
 
@@ -78,24 +81,74 @@ def channel_importance(partition: Partition, loader: BatchLoader) -> list[torch.
 
 
 class _Inputs:
-    """The narrowed interfaces of one batch, each gathered once for every candidate."""
+    """The interfaces of one batch as the candidates read and learn them.
+
+    Targets are always the teacher's (narrowed) interfaces, each gathered once. Inputs
+    are the teacher's too, except where ``student`` holds a feature the partly assembled
+    student wrote for that interface and width (progressive mode).
+    """
 
     def __init__(self, interfaces: list[torch.Tensor], keeps: Keeps) -> None:
-        self.interfaces, self.keeps, self.cache = interfaces, keeps, {}
+        self.interfaces, self.keeps = interfaces, keeps
+        self.targets: dict[tuple[int, float], torch.Tensor] = {}
+        self.student: dict[tuple[int, float], torch.Tensor] = {}
 
-    def get(self, index: int, fraction: float) -> torch.Tensor:
+    def target(self, index: int, fraction: float) -> torch.Tensor:
         key = (index, fraction)
-        if key not in self.cache:
+        if key not in self.targets:
             keep = self.keeps[index][fraction].to(self.interfaces[index].device)
-            self.cache[key] = self.interfaces[index][:, keep]
-        return self.cache[key]
+            self.targets[key] = self.interfaces[index][:, keep]
+        return self.targets[key]
+
+    def source(self, index: int, fraction: float) -> torch.Tensor:
+        student = self.student.get((index, fraction))
+        return student if student is not None else self.target(index, fraction)
 
 
-def _candidate_terms(
-    candidate: Candidate, index: int, inputs: _Inputs
-) -> tuple[torch.Tensor, torch.Tensor]:
-    prediction = candidate.module(inputs.get(index, candidate.in_fraction))
-    return nmse_terms(prediction, inputs.get(index + 1, candidate.out_fraction))
+def _batch_terms(
+    candidates: Sequence[Candidate],
+    order: Sequence[int],
+    scored: Collection[int],
+    index_of: Mapping[str, int],
+    inputs: _Inputs,
+    references: Mapping[tuple[int, float], int],
+) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """NMSE terms of the ``scored`` candidates on one batch, blocks in order.
+
+    The output of a reference candidate (the best one so far writing that interface at
+    that width) becomes the student's feature that the next block's candidates read.
+    """
+    terms = {}
+    for c in order:
+        candidate = candidates[c]
+        index = index_of[candidate.block]
+        output_key = (index + 1, candidate.out_fraction)
+        is_reference = references.get(output_key) == c
+        if c not in scored and not is_reference:
+            continue
+        prediction = candidate.module(inputs.source(index, candidate.in_fraction))
+        if is_reference:
+            inputs.student[output_key] = prediction.detach()
+        if c in scored:
+            terms[c] = nmse_terms(prediction, inputs.target(*output_key))
+    return terms
+
+
+def _references(
+    candidates: Sequence[Candidate],
+    active: Sequence[int],
+    nmse: Mapping[int, float],
+    index_of: Mapping[str, int],
+) -> dict[tuple[int, float], int]:
+    """Per written interface and width, the active candidate with the lowest NMSE so far."""
+    best: dict[tuple[int, float], int] = {}
+    for c in active:
+        if c not in nmse:
+            continue
+        key = (index_of[candidates[c].block] + 1, candidates[c].out_fraction)
+        if key not in best or nmse[c] < nmse[best[key]]:
+            best[key] = c
+    return best
 
 
 def _block_index(partition: Partition) -> dict[str, int]:
@@ -109,6 +162,7 @@ def validation_nmse(
     active: Sequence[int],
     keeps: Keeps,
     loader: BatchLoader,
+    references: Mapping[tuple[int, float], int] | None = None,
 ) -> dict[int, float]:
     """Validation NMSE of the active candidates, summed over the whole split."""
     index_of = _block_index(partition)
@@ -117,8 +171,8 @@ def validation_nmse(
         candidates[c].module.eval()
     for images, _ in loader.batches():
         inputs = _Inputs(partition.interface_tensors(images), keeps)
-        for c in active:
-            error, spread = _candidate_terms(candidates[c], index_of[candidates[c].block], inputs)
+        terms = _batch_terms(candidates, active, active, index_of, inputs, references or {})
+        for c, (error, spread) in terms.items():
             sums[c][0] += float(error)
             sums[c][1] += float(spread)
     return {c: error / max(spread, 1e-12) for c, (error, spread) in sums.items()}
@@ -196,6 +250,7 @@ def train_candidates(
         started = time.perf_counter()
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
         trained = [c for c in active if c not in frozen]
+        references = _references(candidates, active, nmse, index_of) if config.progressive else {}
         for c in trained:
             candidates[c].module.train()
         progress = tqdm(
@@ -208,18 +263,14 @@ def train_candidates(
         for images, _ in progress if trained else ():  # nothing to train: only score
             with torch.no_grad():  # the single teacher pass that feeds every candidate
                 inputs = _Inputs(partition.interface_tensors(images), keeps)
-            loss = 0.0
-            for c in trained:
-                error, spread = _candidate_terms(
-                    candidates[c], index_of[candidates[c].block], inputs
-                )
-                loss = loss + error / spread.clamp_min(1e-12)
+            terms = _batch_terms(candidates, active, trained, index_of, inputs, references)
+            loss = sum(error / spread.clamp_min(1e-12) for error, spread in terms.values())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
             progress.set_postfix(mean_nmse=f"{loss.item() / len(trained):.3f}")
-        nmse.update(validation_nmse(partition, candidates, active, keeps, val_loader))
+        nmse.update(validation_nmse(partition, candidates, active, keeps, val_loader, references))
         before = len(active)
         if config.pareto_pruning:
             active = pareto_survivors(candidates, active, nmse, costs)
@@ -262,6 +313,8 @@ def plugin_accuracy(
     """
     correct = 0
     candidate.module.eval()
+    for part in (partition.stem, partition.blocks, partition.head):
+        part.eval()  # the frozen teacher, whatever mode a caller left it in
     in_keep = keeps[index][candidate.in_fraction]
     out_keep = keeps[index + 1][candidate.out_fraction]
     for images, labels in loader.batches():

@@ -202,6 +202,16 @@ def rebuild_candidate(
     )
 
 
+def assemble_student(pool: CandidatePool, selection: Selection) -> nn.Sequential:
+    """Narrowed stem, the chosen candidates with their block-wise weights, narrowed head."""
+    by_name = {c.name: c for c in pool.candidates}
+    chosen = selection.chosen
+    stem = narrow_stem(pool.partition.stem, pool.keeps[0][chosen["stem"].out_fraction])
+    head = narrow_head(pool.partition.head, pool.keeps[-1][chosen["head"].in_fraction])
+    blocks = [by_name[chosen[block].name].module for block in pool.partition.block_names]
+    return nn.Sequential(stem, *blocks, head).eval()
+
+
 def student_spec(
     selection: Selection, reference: Mapping[str, float], budgets: Mapping[str, float]
 ) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from compactkd.search.blockwise import (
 )
 from compactkd.search.pool import (
     CandidatePool,
+    assemble_student,
     build_pool,
     candidate_table,
     selection_options,
@@ -27,6 +28,7 @@ from compactkd.search.pool import (
     teacher_costs,
 )
 from compactkd.search.select import resolve_budgets, select
+from compactkd.training import config_from_params
 
 SETTINGS = {
     "granularity", "interface_fractions", "space", "blocks", "pin", "score", "block_weights",
@@ -35,7 +37,7 @@ SETTINGS = {
 SCORES = ("nmse", "weighted_nmse", "plugin_drop")
 
 
-def _check_settings(params: dict[str, Any]) -> BlockTrainConfig:
+def check_settings(params: dict[str, Any]) -> BlockTrainConfig:
     unknown = set(params) - SETTINGS
     if unknown:
         raise ValueError(f"unknown block_search setting(s) {sorted(unknown)}; "
@@ -44,7 +46,7 @@ def _check_settings(params: dict[str, Any]) -> BlockTrainConfig:
         raise ValueError(f"block_search.score must be one of {SCORES}, got {params['score']!r}")
     if "latency" in (params.get("budgets") or {}) and not params["latency"]:
         raise ValueError("a latency budget needs block_search.latency: true (to measure it)")
-    return BlockTrainConfig(**params["training"])
+    return config_from_params(BlockTrainConfig, params["training"])
 
 
 def prepare_candidates(
@@ -52,7 +54,7 @@ def prepare_candidates(
 ) -> dict[str, Any]:
     """Partition, candidates and costs; fails here, before training, on a bad setting or budget."""
     started = time.perf_counter()
-    config = _check_settings(params)
+    config = check_settings(params)
     fraction = min(1.0, params["importance_samples"] / len(splits["train"]["labels"]))
     sample = train_subset(splits, fraction, config.seed)
     loader = BatchLoader(sample, splits["mean"], splits["std"], config.batch_size)
@@ -74,10 +76,13 @@ def prepare_candidates(
 def train_block_candidates(
     prepared: dict[str, Any], splits: dict[str, Any], params: dict[str, Any]
 ) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame, float]:
-    """Block-wise distillation of every candidate; their table, weights and history."""
-    started = time.perf_counter()
+    """Block-wise distillation of every candidate; their table, weights and history.
+
+    Also returns the seconds spent scoring beyond the epochs (the plug-in drops); the
+    epochs' own seconds are in the history, across resumed runs too.
+    """
     pool: CandidatePool = prepared["pool"]
-    config = BlockTrainConfig(**params["training"])
+    config = config_from_params(BlockTrainConfig, params["training"])
     history, nmse, active = train_candidates(
         pool.partition,
         pool.candidates,
@@ -87,13 +92,15 @@ def train_block_candidates(
         config,
         params["resume_path"],
     )
+    started = time.perf_counter()
     drops = _plugin_drops(pool, active, splits, config) if _wants_plugin(params) else None
+    scoring_seconds = time.perf_counter() - started
     weights = {
         "keeps": [{f: keep for f, keep in keeps.items()} for keeps in pool.keeps],
         "weights": {c.name: c.module.state_dict() for c in pool.candidates},
     }
     table = candidate_table(pool, nmse, active, drops)
-    return table, weights, history, time.perf_counter() - started
+    return table, weights, history, scoring_seconds
 
 
 def _wants_plugin(params: dict[str, Any]) -> bool:
@@ -105,7 +112,8 @@ def _plugin_drops(
 ) -> dict[int, float]:
     """Teacher validation accuracy minus its accuracy with one block swapped (points)."""
     loader = make_loader(splits, "val", config.batch_size)
-    parts = nn.Sequential(pool.partition.stem, pool.partition.blocks, pool.partition.head)
+    parts = nn.Sequential(pool.partition.stem, *pool.partition.blocks, pool.partition.head)
+    parts.eval()  # so evaluate() leaves the shared teacher modules in eval mode
     teacher_accuracy = evaluate(parts, loader)["top1"]
     index_of = {name: i for i, name in enumerate(pool.partition.block_names)}
     with torch.inference_mode():
@@ -134,29 +142,39 @@ def select_student(
     prepared: dict[str, Any],
     table: pd.DataFrame,
     history: pd.DataFrame,
-    training_seconds: float,
+    scoring_seconds: float,
     teacher_metrics: dict[str, Any],
+    splits: dict[str, Any],
     params: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The exact choice under the budgets, and the stage's metrics."""
+    """The exact choice under the budgets, and the stage's metrics.
+
+    The metrics include the assembled student's validation accuracy before any
+    fine-tuning: the cheapest end-to-end check of how good the choice is.
+    """
     started = time.perf_counter()
     pool: CandidatePool = prepared["pool"]
     options = selection_options(pool, _scores(table, params), params["pin"])
     selection = select(options, slots(pool), prepared["budgets"], prepared["reference"])
     spec = student_spec(selection, prepared["reference"], prepared["budgets"])
     spec["score_kind"] = params["score"]
-    seconds = prepared["seconds"] + training_seconds + (time.perf_counter() - started)
+    selection_seconds = time.perf_counter() - started
+    seconds = prepared["seconds"] + history["seconds"].sum() + scoring_seconds + selection_seconds
+    val_loader = make_loader(splits, "val", params["training"]["batch_size"])
+    assembled = evaluate(assemble_student(pool, selection), val_loader)
     teacher_seconds = teacher_metrics.get("train_seconds") or float("nan")
     metrics = {
         "blocks": len(pool.partition.block_names),
         "candidates": len(pool.candidates),
         "active_candidates": int(table["active"].sum()),
         "block_epochs": len(history),
-        "seconds": seconds,
+        "seconds": float(seconds),
         "teacher_train_seconds": teacher_seconds,
         "overhead_vs_teacher": seconds / teacher_seconds,
         "predicted_flops_ratio": spec["ratios"]["flops"],
         "predicted_params_ratio": spec["ratios"]["params"],
+        "assembled_val_top1": assembled["top1"],
+        "teacher_val_top1": teacher_metrics.get("val_top1"),
         "chosen": {slot: choice["candidate"] for slot, choice in spec["blocks"].items()},
     }
     return spec, metrics

@@ -14,7 +14,13 @@ from compactkd.data import make_loader
 from compactkd.evaluation import evaluate
 from compactkd.models import build_model
 from compactkd.serialization import load_model
-from compactkd.training import HISTORY_COLUMNS, TrainConfig, resolve_device, train
+from compactkd.training import (
+    HISTORY_COLUMNS,
+    TrainConfig,
+    config_from_params,
+    resolve_device,
+    train,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +47,9 @@ def _check_fits_data(model: nn.Module, splits: dict[str, Any], source: str) -> N
 
 def train_teacher(splits: dict[str, Any], params: dict[str, Any]) -> tuple[nn.Module, pd.DataFrame]:
     """Train the configured teacher, or load the user's own when ``checkpoint`` is set."""
-    config = TrainConfig.from_params(params["training"])  # bad parameters fail before any work
+    config = config_from_params(
+        TrainConfig, params["training"]
+    )  # bad parameters fail before any work
     spec = _model_spec(splits, params)
     if params.get("checkpoint"):
         model = load_model(params["checkpoint"], spec=spec)
