@@ -36,7 +36,8 @@ FULL_SPACE = {
     "skip": {},
 }
 ARCHITECTURES = [
-    "resnet20", "vgg11_bn", "mobilenet_v2", "tv:resnet18", "tv:resnet50", "tv:mobilenet_v2",
+    "resnet20", "resnet56", "vgg11_bn", "vgg16_bn", "mobilenet_v2",
+    "tv:resnet18", "tv:resnet50", "tv:mobilenet_v2",
 ]  # fmt: skip
 
 
@@ -313,6 +314,7 @@ def test_latency_is_measured_in_milliseconds() -> None:
         ({"score": "accuracy"}, "score must be one of"),
         ({"budgets": {"latency": 0.5}}, "latency budget needs block_search.latency: true"),
         ({"training": {"epoch": 3}}, r"unknown training parameter\(s\) \['epoch'\]"),
+        ({"training": {"optimizer": "lion"}}, "optimizer must be one of"),
     ],
 )
 def test_misnamed_block_search_settings_are_refused(change: dict, message: str) -> None:

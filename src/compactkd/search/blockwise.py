@@ -35,11 +35,20 @@ logger = logging.getLogger(__name__)
 Keeps = Sequence[Mapping[float, torch.Tensor]]
 
 
+OPTIMIZERS = {
+    "adam": lambda params, lr, wd: torch.optim.Adam(params, lr=lr, weight_decay=wd),
+    "sgd": lambda params, lr, wd: torch.optim.SGD(
+        params, lr=lr, momentum=0.9, nesterov=True, weight_decay=wd
+    ),
+}
+
+
 @dataclass(frozen=True)
 class BlockTrainConfig:
     """How the candidates are trained (``block_search.training`` in the parameters)."""
 
     epochs: int = 2
+    optimizer: str = "adam"  # or "sgd" (Nesterov momentum 0.9)
     batch_size: int = 32
     lr: float = 6e-3
     weight_decay: float = 0.0
@@ -54,6 +63,10 @@ class BlockTrainConfig:
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError(f"epochs, batch_size and lr must be positive, got {self}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}"
+            )
         if not 0 < self.subsample <= 1:
             raise ValueError(f"subsample must be in (0, 1], got {self.subsample}")
 
@@ -232,9 +245,7 @@ def train_candidates(
         part, splits["mean"], splits["std"], config.batch_size, splits["augmentation"], device
     )
     val_loader = make_loader(splits, "val", config.batch_size, device)
-    optimizer = torch.optim.Adam(
-        modules.parameters(), lr=config.lr, weight_decay=config.weight_decay
-    )
+    optimizer = OPTIMIZERS[config.optimizer](modules.parameters(), config.lr, config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimizer, T_max=config.epochs * len(loader)
     )

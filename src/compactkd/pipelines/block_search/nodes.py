@@ -158,6 +158,7 @@ def select_student(
     selection = select(options, slots(pool), prepared["budgets"], prepared["reference"])
     spec = student_spec(selection, prepared["reference"], prepared["budgets"])
     spec["score_kind"] = params["score"]
+    spec["interfaces"] = [list(shape) for shape in pool.partition.interfaces]
     selection_seconds = time.perf_counter() - started
     seconds = prepared["seconds"] + history["seconds"].sum() + scoring_seconds + selection_seconds
     val_loader = make_loader(splits, "val", params["training"]["batch_size"])
