@@ -194,7 +194,12 @@ def test_block_training_uses_one_teacher_pass_per_batch_and_lowers_nmse(
 TINY = {
     "data_processing": {"dataset": "digits"},
     "teacher": {"training": {"epochs": 1, "device": "cpu"}},
-    "block_search": {"training": {"epochs": 1, "device": "cpu"}, "importance_samples": 256},
+    "block_search": {
+        "training": {"epochs": 1, "device": "cpu"},
+        "importance_samples": 256,
+        # merged into the default space: a randomly initialised family beside teacher, pruned
+        "space": {"conv": {"depth": 1, "width": 0.5}},
+    },
 }
 
 
@@ -208,8 +213,9 @@ def test_block_search_pipeline_writes_table_and_spec_within_budget(
     assert {"block", "family", "flops", "params", "nmse", "in_fraction", "out_fraction"} <= set(
         table.columns
     )
-    # 3 stages x (the teacher's own block + 4 width pairs x 2 pruned ratios)
-    assert len(table) == 3 * (1 + 4 * 2)
+    # 3 stages x (the teacher's own block + 4 width pairs x (2 pruned ratios + conv))
+    assert len(table) == 3 * (1 + 4 * 3)
+    assert set(table["family"]) == {"teacher", "pruned", "conv"}
     spec = json.loads((project_copy / "data/07_model_output/student_spec.json").read_text())
     assert spec["ratios"]["flops"] <= 0.5 and spec["ratios"]["params"] <= 0.2
     chosen = spec["blocks"]
@@ -218,9 +224,14 @@ def test_block_search_pipeline_writes_table_and_spec_within_budget(
     for left, right in zip(names, names[1:], strict=False):
         assert chosen[left]["out_fraction"] == chosen[right]["in_fraction"]
     metrics = json.loads((project_copy / "data/08_reporting/block_search_metrics.json").read_text())
-    assert metrics["candidates"] == 27 and metrics["blocks"] == 3
+    assert metrics["candidates"] == 39 and metrics["blocks"] == 3
     assert metrics["predicted_params_ratio"] == spec["ratios"]["params"]
     assert metrics["overhead_vs_teacher"] > 0
+
+    # A rerun of the same settings resumes from the last checkpoint: nothing is retrained.
+    history = pd.read_csv("data/08_reporting/block_search_history.csv")
+    run_session(project_copy, ["block_search"], TINY)
+    assert pd.read_csv("data/08_reporting/block_search_history.csv").equals(history)
 
     # The saved weights rebuild every candidate, and they are the block-wise trained ones.
     saved = TensorDictDataset(filepath="data/06_models/candidate_weights.pt").load()

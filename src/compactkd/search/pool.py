@@ -7,6 +7,7 @@ exact selection (:mod:`compactkd.search.select`) and into the candidate table.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -168,6 +169,7 @@ def candidate_table(
             "candidate": candidate.name,
             "block": candidate.block,
             "family": candidate.family,
+            "params_json": json.dumps(candidate.params),  # exact types, for rebuilding
             **{f"param_{k}": v for k, v in candidate.params.items()},
             "in_fraction": candidate.in_fraction,
             "out_fraction": candidate.out_fraction,
@@ -188,15 +190,11 @@ def rebuild_candidate(
 ) -> nn.Module:
     """The module of a row of the candidate table (weights to be loaded by the caller)."""
     index = partition.block_names.index(row["block"])
-    params = {k.removeprefix("param_"): v for k, v in row.items() if k.startswith("param_")}
-    params = {
-        k: v for k, v in params.items() if v == v and v is not None
-    }  # drop NaN (other family)
     return make_candidate_module(
         partition,
         index,
         row["family"],
-        params,
+        json.loads(row["params_json"]),
         keeps[index][row["in_fraction"]],
         keeps[index + 1][row["out_fraction"]],
     )

@@ -59,6 +59,7 @@ def prepare_candidates(
     sample = train_subset(splits, fraction, config.seed)
     loader = BatchLoader(sample, splits["mean"], splits["std"], config.batch_size)
     input_shape = tuple(splits["train"]["images"].shape[1:])
+    torch.manual_seed(config.seed)  # randomly initialised families: a rerun resumes the same run
     pool = build_pool(teacher, input_shape, loader, params)
     reference = teacher_costs(pool)
     budgets = resolve_budgets(params["budgets"], reference)
