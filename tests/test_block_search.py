@@ -161,7 +161,7 @@ def test_block_training_uses_one_teacher_pass_per_batch_and_lowers_nmse(
     config = BlockTrainConfig(
         epochs=2, batch_size=128, lr=3e-3, subsample=1.0, pareto_pruning=False, device="cpu"
     )
-    val_loader = make_loader(digits_splits, "val", config.batch_size)
+    val_loader = make_loader(digits_splits, "val", 256)
     everyone = list(range(len(candidates)))
     before = blockwise.validation_nmse(partition, candidates, everyone, keeps, val_loader)
 

@@ -244,7 +244,8 @@ def train_candidates(
     loader = BatchLoader(
         part, splits["mean"], splits["std"], config.batch_size, splits["augmentation"], device
     )
-    val_loader = make_loader(splits, "val", config.batch_size, device)
+    # Scoring runs no backward pass: larger batches cost less per image.
+    val_loader = make_loader(splits, "val", max(config.batch_size, 256), device)
     optimizer = OPTIMIZERS[config.optimizer](modules.parameters(), config.lr, config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimizer, T_max=config.epochs * len(loader)
