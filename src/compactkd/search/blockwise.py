@@ -52,7 +52,7 @@ class BlockTrainConfig:
     batch_size: int = 32
     lr: float = 6e-3
     weight_decay: float = 0.0
-    subsample: float = 0.2  # fraction of the training split used for block training
+    subsample: float = 0.15  # fraction of the training split used for block training
     pareto_pruning: bool = True
     # Train block i on what the best candidates so far of blocks 1..i-1 write, not on the
     # teacher's features (Wang et al. 2018), from the second epoch on.
