@@ -45,10 +45,17 @@ def test_interrupted_run_resumes_to_the_same_weights(
     monkeypatch.setattr(training, "_train_one_epoch", interrupt_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         train(fresh_model(), digits_splits, SMALL, checkpoint_path=checkpoint)
-    monkeypatch.setattr(training, "_train_one_epoch", one_epoch)
     assert checkpoint.is_file() and not list(tmp_path.glob(".*tmp"))
 
+    epochs_run = []
+
+    def count_epochs(*args, **kwargs):
+        epochs_run.append(1)
+        return one_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(training, "_train_one_epoch", count_epochs)
     resumed, history = train(fresh_model(), digits_splits, SMALL, checkpoint_path=checkpoint)
+    assert len(epochs_run) == 2  # epochs 2 and 3 ran; epoch 1 came from the checkpoint
     for key, value in reference.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[key]), key
     columns = ["epoch", "train_loss", "val_accuracy", "lr"]
@@ -65,10 +72,17 @@ def test_checkpoint_of_another_run_is_not_resumed(digits_splits: dict, tmp_path:
     assert history["lr"].iloc[0] == 0.02
 
 
-def test_a_finished_run_is_not_trained_again(digits_splits: dict, tmp_path: Path) -> None:
+def test_a_finished_run_is_not_trained_again(
+    digits_splits: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     checkpoint = tmp_path / "run.ckpt"
     config = TrainConfig(epochs=1, batch_size=64, device="cpu")
     first, _ = train(fresh_model(), digits_splits, config, checkpoint_path=checkpoint)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run trained again")
+
+    monkeypatch.setattr(training, "_train_one_epoch", no_training)
     second, history = train(fresh_model(), digits_splits, config, checkpoint_path=checkpoint)
     assert len(history) == 1
     assert all(torch.equal(v, second.state_dict()[k]) for k, v in first.state_dict().items())

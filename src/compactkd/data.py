@@ -246,7 +246,11 @@ def resolve_augmentation(dataset: str, augmentation: str | Mapping[str, Any]) ->
             f"augmentation must be 'auto', 'none' or a mapping with keys {sorted(NO_AUGMENTATION)}"
             f", got {augmentation!r}"
         )
-    return {**NO_AUGMENTATION, **augmentation}
+    resolved = {**NO_AUGMENTATION, **augmentation}
+    padding = resolved["crop_padding"]
+    if not isinstance(padding, int) or isinstance(padding, bool) or padding < 0:
+        raise DataError(f"augmentation.crop_padding must be a whole number >= 0, got {padding!r}")
+    return resolved
 
 
 def split_dataset(
@@ -328,7 +332,10 @@ def dataset_card(splits: Mapping[str, Any], seed: int | None = None) -> dict[str
 
 
 def _random_crop(batch: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
-    """Zero-pad then crop back to size at a random offset per image, in one gather."""
+    """Zero-pad then crop back to size at a random offset per image, in one gather.
+
+    The batch is already normalised, so the padding is the mean colour, not black.
+    """
     n, _, height, width = batch.shape
     padded = F.pad(batch, (padding,) * 4)
     offsets = torch.randint(0, 2 * padding + 1, (2, n), generator=generator).to(batch.device)

@@ -14,9 +14,3 @@ def nmse_terms(prediction: torch.Tensor, target: torch.Tensor) -> tuple[torch.Te
     error = (prediction - target).pow(2).sum()
     spread = (target - target.mean(dim=dims, keepdim=True)).pow(2).sum()
     return error, spread
-
-
-def nmse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """||S(x) - t||^2 / ||t - mean(t)||^2: 0 is perfect, 1 is no better than the mean."""
-    error, spread = nmse_terms(prediction, target)
-    return error / spread.clamp_min(1e-12)

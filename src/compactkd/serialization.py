@@ -33,7 +33,9 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     try:
         with os.fdopen(handle, "wb") as tmp:
             torch.save(obj, tmp)
-        os.chmod(tmp_name, 0o666 & ~_current_umask())  # mkstemp makes files private
+            tmp.flush()
+            os.fsync(tmp.fileno())  # on disk before the rename makes it visible
+            os.fchmod(tmp.fileno(), 0o666 & ~_current_umask())  # mkstemp makes files private
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

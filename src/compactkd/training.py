@@ -30,7 +30,6 @@ from compactkd.serialization import atomic_save, safe_load
 
 logger = logging.getLogger(__name__)
 
-# (model, images, labels) -> (loss, logits): CE for the teacher, KD for students.
 ConfigT = TypeVar("ConfigT")
 HISTORY_COLUMNS = [
     "epoch",
@@ -41,6 +40,7 @@ HISTORY_COLUMNS = [
     "lr",
     "seconds",
 ]
+# (model, images, labels) -> (loss, logits): CE for the teacher, KD for students.
 Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -72,6 +72,11 @@ def config_from_params(cls: type[ConfigT], params: Mapping[str, Any]) -> ConfigT
     if unknown:
         raise ValueError(f"unknown training parameter(s) {sorted(unknown)}; valid: {valid}")
     return cls(**params)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's randomness: a resumed run replays exactly the same epochs."""
+    return seed * 1_000_003 + epoch
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -219,12 +224,12 @@ def train(
     for epoch in range(len(history), config.epochs):
         started = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        epoch_seed = config.seed * 1_000_003 + epoch
-        torch.manual_seed(epoch_seed)  # dropout and other global-RNG users
+        seed = epoch_seed(config.seed, epoch)
+        torch.manual_seed(seed)  # dropout and other global-RNG users
         train_loss, train_acc = _train_one_epoch(
             model,
             train_loader,
-            torch.Generator().manual_seed(epoch_seed),
+            torch.Generator().manual_seed(seed),
             objective,
             optimizer,
             scheduler,

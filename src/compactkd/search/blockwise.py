@@ -28,7 +28,7 @@ from compactkd.blocks.candidates import Candidate
 from compactkd.blocks.partition import Partition
 from compactkd.data import BatchLoader, make_loader
 from compactkd.losses import nmse_terms
-from compactkd.training import Checkpoint, resolve_device, run_fingerprint
+from compactkd.training import Checkpoint, epoch_seed, resolve_device, run_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ def _references(
     return best
 
 
-def _block_index(partition: Partition) -> dict[str, int]:
+def block_index(partition: Partition) -> dict[str, int]:
     return {name: i for i, name in enumerate(partition.block_names)}
 
 
@@ -178,7 +178,7 @@ def validation_nmse(
     references: Mapping[tuple[int, float], int] | None = None,
 ) -> dict[int, float]:
     """Validation NMSE of the active candidates, summed over the whole split."""
-    index_of = _block_index(partition)
+    index_of = block_index(partition)
     sums: dict[int, list[float]] = defaultdict(lambda: [0.0, 0.0])
     for c in active:
         candidates[c].module.eval()
@@ -196,14 +196,21 @@ def pareto_survivors(
     active: Sequence[int],
     nmse: Mapping[int, float],
     costs: Mapping[int, Mapping[str, float]],
+    protected: Collection[int] = (),
 ) -> list[int]:
-    """Drop every candidate beaten on FLOPs, params and NMSE by one of the same block and widths."""
+    """Drop every candidate beaten on all costs and NMSE by one of the same block and widths.
+
+    Costs are FLOPs, parameters and latency where measured, so no budget that was
+    reachable stops being so. ``protected`` candidates (those a pin asks for) are only
+    compared among themselves, so a pin never loses every candidate it names.
+    """
 
     def key(c: int) -> tuple:
-        return candidates[c].block, candidates[c].in_fraction, candidates[c].out_fraction
+        cand = candidates[c]
+        return cand.block, cand.in_fraction, cand.out_fraction, c in protected
 
-    def measures(c: int) -> tuple[float, float, float]:
-        return costs[c]["flops"], costs[c]["params"], nmse[c]
+    def measures(c: int) -> tuple[float, ...]:
+        return (*(costs[c][r] for r in ("flops", "params", "latency") if r in costs[c]), nmse[c])
 
     survivors = []
     for c in active:
@@ -227,6 +234,7 @@ def train_candidates(
     costs: Mapping[int, Mapping[str, float]],
     config: BlockTrainConfig,
     checkpoint_path: str | Path | None = None,
+    protected: Collection[int] = (),
 ) -> tuple[pd.DataFrame, dict[int, float], list[int]]:
     """Train every candidate against the frozen teacher; resumable after each epoch.
 
@@ -235,7 +243,7 @@ def train_candidates(
     """
     device = resolve_device(config.device)
     teacher_parts = nn.ModuleList([partition.stem, partition.blocks, partition.head])
-    teacher_parts.to(device).eval().requires_grad_(False)
+    teacher_parts.to(device).eval()  # its forward passes run without gradients
     modules = nn.ModuleList(c.module for c in candidates).to(device)
     frozen = {i for i, c in enumerate(candidates) if c.family == "teacher"}
     for i in frozen:
@@ -257,55 +265,61 @@ def train_candidates(
     history = checkpoint.restore(modules, optimizer, scheduler) if checkpoint else []
     active = list(history[-1]["active"]) if history else list(range(len(candidates)))
     nmse = dict(history[-1]["nmse"]) if history else {}
-    index_of = _block_index(partition)
-    for epoch in range(len(history), config.epochs):
-        started = time.perf_counter()
-        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-        trained = [c for c in active if c not in frozen]
-        references = _references(candidates, active, nmse, index_of) if config.progressive else {}
-        for c in trained:
-            candidates[c].module.train()
-        progress = tqdm(
-            loader.batches(generator),
-            total=len(loader),
-            desc=f"blocks {epoch + 1}/{config.epochs}",
-            leave=False,
-            disable=None,
-        )
-        for images, _ in progress if trained else ():  # nothing to train: only score
-            with torch.no_grad():  # the single teacher pass that feeds every candidate
-                inputs = _Inputs(partition.interface_tensors(images), keeps)
-            terms = _batch_terms(candidates, active, trained, index_of, inputs, references)
-            loss = sum(error / spread.clamp_min(1e-12) for error, spread in terms.values())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            progress.set_postfix(mean_nmse=f"{loss.item() / len(trained):.3f}")
-        nmse.update(validation_nmse(partition, candidates, active, keeps, val_loader, references))
-        before = len(active)
-        if config.pareto_pruning:
-            active = pareto_survivors(candidates, active, nmse, costs)
-        history.append(
-            {
-                "epoch": epoch + 1,
-                "active_before": before,
-                "active_after": len(active),
-                "mean_val_nmse": sum(nmse[c] for c in active) / len(active),
-                "seconds": time.perf_counter() - started,
-                "active": active,
-                "nmse": dict(nmse),
-            }
-        )
-        logger.info(
-            "block epoch %d/%d: %d -> %d candidates, mean val NMSE %.4f (%.1fs)",
-            epoch + 1, config.epochs, before, len(active), history[-1]["mean_val_nmse"],
-            history[-1]["seconds"],
-        )  # fmt: skip
-        if checkpoint:
-            checkpoint.save(modules, optimizer, scheduler, history)
-    modules.cpu()
-    teacher_parts.cpu()
+    index_of = block_index(partition)
+    try:
+        for epoch in range(len(history), config.epochs):
+            started = time.perf_counter()
+            generator = torch.Generator().manual_seed(epoch_seed(config.seed, epoch))
+            trained = [c for c in active if c not in frozen]
+            references = (
+                _references(candidates, active, nmse, index_of) if config.progressive else {}
+            )
+            for c in trained:
+                candidates[c].module.train()
+            progress = tqdm(
+                loader.batches(generator),
+                total=len(loader),
+                desc=f"blocks {epoch + 1}/{config.epochs}",
+                leave=False,
+                disable=None,
+            )
+            for images, _ in progress if trained else ():  # nothing to train: only score
+                with torch.no_grad():  # the single teacher pass that feeds every candidate
+                    inputs = _Inputs(partition.interface_tensors(images), keeps)
+                terms = _batch_terms(candidates, active, trained, index_of, inputs, references)
+                loss = sum(error / spread.clamp_min(1e-12) for error, spread in terms.values())
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                progress.set_postfix(mean_nmse=f"{loss.item() / len(trained):.3f}")
+            nmse.update(
+                validation_nmse(partition, candidates, active, keeps, val_loader, references)
+            )
+            before = len(active)
+            if config.pareto_pruning:
+                active = pareto_survivors(candidates, active, nmse, costs, protected)
+            history.append(
+                {
+                    "epoch": epoch + 1,
+                    "active_before": before,
+                    "active_after": len(active),
+                    "mean_val_nmse": sum(nmse[c] for c in active) / len(active),
+                    "seconds": time.perf_counter() - started,
+                    "active": active,
+                    "nmse": dict(nmse),
+                }
+            )
+            logger.info(
+                "block epoch %d/%d: %d -> %d candidates, mean val NMSE %.4f (%.1fs)",
+                epoch + 1, config.epochs, before, len(active), history[-1]["mean_val_nmse"],
+                history[-1]["seconds"],
+            )  # fmt: skip
+            if checkpoint:
+                checkpoint.save(modules, optimizer, scheduler, history)
+    finally:  # back where the caller expects them, even after an interruption
+        modules.cpu()
+        teacher_parts.cpu()
     table = pd.DataFrame(history).drop(columns=["active", "nmse"])
     return table, nmse, active
 

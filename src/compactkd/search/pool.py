@@ -7,6 +7,7 @@ exact selection (:mod:`compactkd.search.select`) and into the candidate table.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -93,6 +94,16 @@ def _input_shape(partition: Partition, candidate: Candidate, keeps: list) -> tup
 
 def _matches_pin(candidate: Candidate, pin: str) -> bool:
     return pin == candidate.family or candidate.name == f"{candidate.block}:{pin}"
+
+
+def pinned_positions(pool: CandidatePool, pins: Mapping[str, str] | None) -> set[int]:
+    """Positions of the candidates that the pins name (protected from Pareto pruning)."""
+    pins = dict(pins or {})
+    return {
+        position
+        for position, candidate in enumerate(pool.candidates)
+        if candidate.block in pins and _matches_pin(candidate, pins[candidate.block])
+    }
 
 
 def selection_options(
@@ -207,7 +218,9 @@ def assemble_student(pool: CandidatePool, selection: Selection) -> nn.Sequential
     stem = narrow_stem(pool.partition.stem, pool.keeps[0][chosen["stem"].out_fraction])
     head = narrow_head(pool.partition.head, pool.keeps[-1][chosen["head"].in_fraction])
     blocks = [by_name[chosen[block].name].module for block in pool.partition.block_names]
-    return nn.Sequential(stem, *blocks, head).eval()
+    # A copy: fine-tuning it must not change the pool (a sweep assembles several students).
+    student = copy.deepcopy(nn.Sequential(stem, *blocks, head))
+    return student.requires_grad_(True).eval()
 
 
 def student_spec(

@@ -13,6 +13,7 @@ from compactkd.data import BatchLoader, make_loader
 from compactkd.evaluation import evaluate
 from compactkd.search.blockwise import (
     BlockTrainConfig,
+    block_index,
     plugin_accuracy,
     train_candidates,
     train_subset,
@@ -22,13 +23,14 @@ from compactkd.search.pool import (
     assemble_student,
     build_pool,
     candidate_table,
+    pinned_positions,
     selection_options,
     slots,
     student_spec,
     teacher_costs,
 )
 from compactkd.search.select import resolve_budgets, select
-from compactkd.training import config_from_params
+from compactkd.training import config_from_params, resolve_device
 
 SETTINGS = {
     "granularity", "interface_fractions", "space", "blocks", "pin", "score", "block_weights",
@@ -44,6 +46,8 @@ def check_settings(params: dict[str, Any]) -> BlockTrainConfig:
                          f"valid: {sorted(SETTINGS)}")  # fmt: skip
     if params["score"] not in SCORES:
         raise ValueError(f"block_search.score must be one of {SCORES}, got {params['score']!r}")
+    if params["importance_samples"] < 1:
+        raise ValueError("block_search.importance_samples must be at least 1")
     if "latency" in (params.get("budgets") or {}) and not params["latency"]:
         raise ValueError("a latency budget needs block_search.latency: true (to measure it)")
     return config_from_params(BlockTrainConfig, params["training"])
@@ -61,6 +65,10 @@ def prepare_candidates(
     input_shape = tuple(splits["train"]["images"].shape[1:])
     torch.manual_seed(config.seed)  # randomly initialised families: a rerun resumes the same run
     pool = build_pool(teacher, input_shape, loader, params)
+    unknown = set(params["block_weights"] or {}) - set(pool.partition.block_names)
+    if unknown:
+        raise ValueError(f"block_weights name unknown block(s) {sorted(unknown)}; "
+                         f"the blocks are {pool.partition.block_names}")  # fmt: skip
     reference = teacher_costs(pool)
     budgets = resolve_budgets(params["budgets"], reference)
     # The structure alone decides feasibility: choose with every score zero.
@@ -68,6 +76,7 @@ def prepare_candidates(
     select(selection_options(pool, unscored, params["pin"]), slots(pool), budgets, reference)
     return {
         "pool": pool,
+        "pinned": pinned_positions(pool, params["pin"]),
         "reference": reference,
         "budgets": budgets,
         "seconds": time.perf_counter() - started,
@@ -92,12 +101,13 @@ def train_block_candidates(
         dict(enumerate(pool.costs)),
         config,
         params["resume_path"],
+        protected=prepared["pinned"],
     )
     started = time.perf_counter()
     drops = _plugin_drops(pool, active, splits, config) if _wants_plugin(params) else None
     scoring_seconds = time.perf_counter() - started
     weights = {
-        "keeps": [{f: keep for f, keep in keeps.items()} for keeps in pool.keeps],
+        "keeps": [dict(keeps) for keeps in pool.keeps],
         "weights": {c.name: c.module.state_dict() for c in pool.candidates},
     }
     table = candidate_table(pool, nmse, active, drops)
@@ -112,20 +122,23 @@ def _plugin_drops(
     pool: CandidatePool, active: list[int], splits: dict[str, Any], config: BlockTrainConfig
 ) -> dict[int, float]:
     """Teacher validation accuracy minus its accuracy with one block swapped (points)."""
-    loader = make_loader(splits, "val", config.batch_size)
+    device = resolve_device(config.device)
+    loader = make_loader(splits, "val", 256, device)
     parts = nn.Sequential(pool.partition.stem, *pool.partition.blocks, pool.partition.head)
-    parts.eval()  # so evaluate() leaves the shared teacher modules in eval mode
+    parts.to(device).eval()  # eval first, so evaluate() leaves the teacher in eval mode
     teacher_accuracy = evaluate(parts, loader)["top1"]
-    index_of = {name: i for i, name in enumerate(pool.partition.block_names)}
-    with torch.inference_mode():
-        return {
-            c: teacher_accuracy
-            - plugin_accuracy(
-                pool.partition, index_of[pool.candidates[c].block], pool.candidates[c],
-                pool.keeps, loader,
-            )
-            for c in active
-        }  # fmt: skip
+    index_of = block_index(pool.partition)
+    drops = {}
+    for c in active:
+        candidate = pool.candidates[c]
+        candidate.module.to(device)
+        swapped = plugin_accuracy(
+            pool.partition, index_of[candidate.block], candidate, pool.keeps, loader
+        )
+        drops[c] = teacher_accuracy - swapped
+        candidate.module.cpu()
+    parts.cpu()
+    return drops
 
 
 def _scores(table: pd.DataFrame, params: dict[str, Any]) -> dict[int, float]:
@@ -133,9 +146,6 @@ def _scores(table: pd.DataFrame, params: dict[str, Any]) -> dict[int, float]:
     if params["score"] == "plugin_drop":
         return dict(active["plugin_drop"].astype(float))
     weights = params["block_weights"] if params["score"] == "weighted_nmse" else {}
-    unknown = set(weights) - set(table["block"])
-    if unknown:
-        raise ValueError(f"block_weights name unknown block(s) {sorted(unknown)}")
     return {i: row.nmse * weights.get(row.block, 1.0) for i, row in active.iterrows()}
 
 
@@ -162,9 +172,10 @@ def select_student(
     spec["interfaces"] = [list(shape) for shape in pool.partition.interfaces]
     selection_seconds = time.perf_counter() - started
     seconds = prepared["seconds"] + history["seconds"].sum() + scoring_seconds + selection_seconds
-    val_loader = make_loader(splits, "val", params["training"]["batch_size"])
+    val_loader = make_loader(splits, "val", 256)
     assembled = evaluate(assemble_student(pool, selection), val_loader)
-    teacher_seconds = teacher_metrics.get("train_seconds") or float("nan")
+    # A teacher given as a checkpoint was not trained here: no ratio to report.
+    teacher_seconds = teacher_metrics.get("train_seconds") or None
     metrics = {
         "blocks": len(pool.partition.block_names),
         "candidates": len(pool.candidates),
@@ -172,7 +183,7 @@ def select_student(
         "block_epochs": len(history),
         "seconds": float(seconds),
         "teacher_train_seconds": teacher_seconds,
-        "overhead_vs_teacher": seconds / teacher_seconds,
+        "overhead_vs_teacher": seconds / teacher_seconds if teacher_seconds else None,
         "predicted_flops_ratio": spec["ratios"]["flops"],
         "predicted_params_ratio": spec["ratios"]["params"],
         "assembled_val_top1": assembled["top1"],

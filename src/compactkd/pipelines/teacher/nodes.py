@@ -65,8 +65,8 @@ def evaluate_teacher(
     model: nn.Module, splits: dict[str, Any], history: pd.DataFrame, params: dict[str, Any]
 ) -> dict[str, Any]:
     """Test accuracy, cost and training time: ``data/08_reporting/teacher_metrics.json``."""
-    device = resolve_device(params["training"]["device"])
-    batch_size = params["training"]["batch_size"]
+    config = config_from_params(TrainConfig, params["training"])
+    device, batch_size = resolve_device(config.device), config.batch_size
     test = evaluate(model.to(device), make_loader(splits, "test", batch_size, device))
     val = evaluate(model, make_loader(splits, "val", batch_size, device))
     model.cpu()
