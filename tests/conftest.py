@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch import nn
 
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -25,6 +27,26 @@ def write_images(folder: Path, count: int, size: tuple[int, int], suffix: str = 
     for i in range(count):
         pixels = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(folder / f"img_{i:03d}{suffix}")
+
+
+@functools.cache
+def randomised_teacher(name: str, in_channels: int = 3) -> nn.Module:
+    """An eval-mode zoo model whose BN layers do something, so equality checks are not trivial.
+
+    Cached (ResNet-50 takes a while to build): tests only read it, never modify it.
+    """
+    from compactkd.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model({"name": name, "num_classes": 10, "in_channels": in_channels})
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.2)
+                m.running_mean.normal_(0, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+    return model.eval()
 
 
 def run_session(project: Path, pipelines: list[str], params: dict) -> None:

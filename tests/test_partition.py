@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from functools import cache
-
 import pytest
 import torch
+from conftest import randomised_teacher
 from torch import nn
 
 from compactkd.blocks.partition import (
@@ -54,24 +53,6 @@ def _cases() -> list[tuple[str, str, int, int]]:
     return cases
 
 
-@cache
-def teacher(name: str, in_channels: int) -> nn.Module:
-    """An eval-mode model whose BN layers do something, so equality checks are not trivial.
-
-    Cached: tests only read it (narrowing works on copies), and building ResNet-50 takes time.
-    """
-    torch.manual_seed(0)
-    model = build_model({"name": name, "num_classes": 10, "in_channels": in_channels})
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.25, 0.75)
-                m.bias.normal_(0, 0.1)
-    return model.eval()
-
-
 def random_keep(channels: int, generator: torch.Generator) -> torch.Tensor:
     count = max(1, channels // 2)
     return torch.randperm(channels, generator=generator)[:count].sort().values
@@ -81,7 +62,7 @@ def random_keep(channels: int, generator: torch.Generator) -> torch.Tensor:
 def test_partition_reproduces_the_teacher(
     name: str, granularity: str, in_channels: int, size: int
 ) -> None:
-    model = teacher(name, in_channels)
+    model = randomised_teacher(name, in_channels)
     part = partition_model(model, (in_channels, size, size), granularity)
     torch.manual_seed(1)
     x = torch.randn(2, in_channels, size, size)
@@ -103,7 +84,7 @@ def test_partition_reproduces_the_teacher(
 
 @pytest.mark.parametrize(("name", "granularity"), list(BLOCK_COUNTS))
 def test_parts_are_the_teachers_own_modules(name: str, granularity: str) -> None:
-    model = teacher(name, 3)
+    model = randomised_teacher(name, 3)
     part = partition_model(model, (3, 32, 32), granularity)
 
     # Every teacher parameter and buffer is in exactly one part, as the same object.
@@ -123,7 +104,7 @@ def test_parts_are_the_teachers_own_modules(name: str, granularity: str) -> None
 
 
 def test_family_specific_splits() -> None:
-    vgg = partition_model(teacher("vgg11_bn", 3), (3, 32, 32))
+    vgg = partition_model(randomised_teacher("vgg11_bn", 3), (3, 32, 32))
     assert [type(m) for m in vgg.stem] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU]
     assert all(isinstance(b[0], nn.MaxPool2d) for b in vgg.blocks)
     assert [len(b) for b in vgg.blocks] == [4, 7, 7, 7]  # pool + 1, 2, 2, 2 conv-bn-relu
@@ -131,14 +112,14 @@ def test_family_specific_splits() -> None:
     assert vgg.interfaces[0] == (64, 32, 32) and vgg.interfaces[-1] == (512, 2, 2)
 
     # VGG-16's second 64-channel conv opens block_1 instead of joining the stem.
-    vgg16 = partition_model(teacher("vgg16_bn", 3), (3, 32, 32))
+    vgg16 = partition_model(randomised_teacher("vgg16_bn", 3), (3, 32, 32))
     assert len(vgg16.stem) == 3 and isinstance(vgg16.blocks[0][3], nn.MaxPool2d)
 
-    mobilenet = partition_model(teacher("mobilenet_v2", 3), (3, 32, 32))
+    mobilenet = partition_model(randomised_teacher("mobilenet_v2", 3), (3, 32, 32))
     assert [len(b) for b in mobilenet.blocks] == [1, 2, 3, 4, 3, 3, 1]
     assert [c for c, _, _ in mobilenet.interfaces] == [32, 16, 24, 32, 64, 96, 160, 320]
 
-    tv = partition_model(teacher("tv:mobilenet_v2", 3), (3, 32, 32))
+    tv = partition_model(randomised_teacher("tv:mobilenet_v2", 3), (3, 32, 32))
     assert isinstance(tv.head[-1][0], nn.Dropout)  # torchvision's classifier kept whole
 
 
@@ -152,7 +133,7 @@ def test_partition_keeps_each_module_mode() -> None:
 
 @pytest.mark.parametrize("name", ALL)
 def test_narrowed_stem_and_head_are_exact(name: str) -> None:
-    model = teacher(name, 3)
+    model = randomised_teacher(name, 3)
     part = partition_model(model, (3, 32, 32))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     generator = torch.Generator().manual_seed(2)
@@ -186,20 +167,20 @@ def test_narrowed_stem_and_head_are_exact(name: str) -> None:
     ids=["empty", "out-of-range", "repeated", "float"],
 )
 def test_bad_keep_is_refused(keep: torch.Tensor) -> None:
-    part = partition_model(teacher("resnet20", 3), (3, 32, 32))  # 16 stem channels
+    part = partition_model(randomised_teacher("resnet20", 3), (3, 32, 32))  # 16 stem channels
     with pytest.raises(ValueError, match="keep"):
         narrow_stem(part.stem, keep)
 
 
 def test_bad_granularity_and_model_are_refused() -> None:
     with pytest.raises(ValueError, match=r"'stage', 'unit'"):
-        partition_model(teacher("resnet20", 3), (3, 32, 32), "layer")
+        partition_model(randomised_teacher("resnet20", 3), (3, 32, 32), "layer")
     with pytest.raises(ValueError, match="not available for vgg.*'unit' is for"):
-        partition_model(teacher("vgg11_bn", 3), (3, 32, 32), "unit")
+        partition_model(randomised_teacher("vgg11_bn", 3), (3, 32, 32), "unit")
     with pytest.raises(ValueError, match="cannot partition a Sequential; supported: resnet_cifar"):
         partition_model(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()), (3, 32, 32))
     with pytest.raises(ValueError, match="does not fit"):
-        partition_model(teacher("resnet20", 3), (1, 32, 32))
+        partition_model(randomised_teacher("resnet20", 3), (1, 32, 32))
 
 
 def test_partition_checks_its_lengths() -> None:

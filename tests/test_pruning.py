@@ -6,12 +6,12 @@ so that a mis-sliced statistic or a wrong channel shows up in the outputs.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 
 import pytest
 import torch
+from conftest import randomised_teacher
 from torch import nn
 
 from compactkd.blocks.pruning import ChannelMap, PrunedResidual, prune_block
@@ -31,21 +31,6 @@ RATIOS = [1.0, 0.75, 0.5, 0.25]
 TV_MOBILENET_REPEATS = [1, 2, 3, 4, 3, 3, 1]
 
 
-@functools.cache
-def teacher(name: str) -> nn.Module:
-    """A model in eval mode with random BN statistics; built once, never modified by a test."""
-    torch.manual_seed(0)
-    model = build_model({"name": name, "num_classes": 10, "in_channels": 3})
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.2)
-                m.running_mean.normal_(0, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-    return model.eval()
-
-
 def _split_by_repeats(layers: list[nn.Module], repeats: list[int]) -> list[nn.Sequential]:
     stages, start = [], 0
     for n in repeats:
@@ -56,7 +41,7 @@ def _split_by_repeats(layers: list[nn.Module], repeats: list[int]) -> list[nn.Se
 
 def partitions(name: str) -> dict[str, list[nn.Module]]:
     """The teacher's blocks, in order, per granularity (as the teacher split would cut them)."""
-    model = teacher(name)
+    model = randomised_teacher(name)
     if name.startswith(("resnet", "tv:resnet")):
         stages = [m for n, m in model.named_children() if n.startswith("layer")]
         return {"stage": stages, "unit": [unit for stage in stages for unit in stage]}
@@ -225,7 +210,7 @@ def test_mode_follows_the_teachers_layers() -> None:
 
 
 def test_inner_filters_are_the_largest_l1_ones() -> None:
-    unit = teacher("resnet20").layer2[0]  # 16 -> 32 channels, stride 2, PadShortcut
+    unit = randomised_teacher("resnet20").layer2[0]  # 16 -> 32 channels, stride 2, PadShortcut
     in_keep = torch.tensor([0, 3, 4, 7, 9, 10, 15])
     pruned = prune_block(unit, in_keep, torch.arange(32), 0.25)
     assert isinstance(pruned, PrunedResidual)
@@ -244,7 +229,7 @@ def test_inner_filters_are_the_largest_l1_ones() -> None:
 
 
 def test_bottleneck_cuts_both_inner_widths() -> None:
-    unit = teacher("tv:resnet50").layer2[0]  # 256 -> 128 -> 128 -> 512, stride 2
+    unit = randomised_teacher("tv:resnet50").layer2[0]  # 256 -> 128 -> 128 -> 512, stride 2
     pruned = prune_block(unit, torch.arange(256), torch.arange(512), 0.25)
     conv1, conv2, conv3 = (m for m in pruned.branch if isinstance(m, nn.Conv2d))
     assert (conv1.out_channels, conv2.out_channels, conv3.in_channels) == (32, 32, 32)
@@ -254,7 +239,8 @@ def test_bottleneck_cuts_both_inner_widths() -> None:
 
 
 def test_inverted_residual_without_expansion_cuts_the_kept_inputs() -> None:
-    unit = teacher("mobilenet_v2").features[1]  # t = 1: depthwise straight on 32 channels
+    # t = 1: the depthwise conv works straight on the 32 input channels
+    unit = randomised_teacher("mobilenet_v2").features[1]
     in_keep = torch.arange(0, 32, 2)
     pruned = prune_block(unit, in_keep, torch.arange(16), 0.5)
     select, depthwise = pruned.branch[0], pruned.branch[1]
@@ -268,7 +254,7 @@ def test_inverted_residual_without_expansion_cuts_the_kept_inputs() -> None:
 
 def test_first_residual_unit_maps_its_shortcut() -> None:
     """A stride-1, same-width unit fed ``in_keep`` adds its input at the ``out_keep`` positions."""
-    unit = teacher("tv:mobilenet_v2").features[3]  # 24 -> 24, use_res_connect
+    unit = randomised_teacher("tv:mobilenet_v2").features[3]  # 24 -> 24, use_res_connect
     assert unit.use_res_connect
     in_keep, out_keep = torch.tensor([1, 2, 5, 8, 20]), torch.tensor([0, 2, 5, 7, 8, 23])
     pruned = prune_block(unit, in_keep, out_keep, 1.0)
@@ -298,7 +284,7 @@ def test_channel_map_follows_an_explicit_source() -> None:
 
 
 def test_pruned_block_trains() -> None:
-    block = teacher("resnet20").layer2
+    block = randomised_teacher("resnet20").layer2
     pruned = prune_block(block, torch.arange(0, 16, 2), torch.arange(0, 32, 2), 0.5).train()
     pruned(torch.randn(4, 8, 8, 8)).square().mean().backward()
     assert all(p.grad is not None for p in pruned.parameters())
@@ -319,7 +305,8 @@ def test_dtype_follows_the_teacher() -> None:
 @pytest.mark.parametrize("ratio", [0.0, -0.5, 1.5, math.nan])
 def test_ratio_outside_unit_interval_is_rejected(ratio: float) -> None:
     with pytest.raises(ValueError, match="ratio"):
-        prune_block(teacher("resnet20").layer1, torch.arange(16), torch.arange(16), ratio)
+        stage = randomised_teacher("resnet20").layer1
+        prune_block(stage, torch.arange(16), torch.arange(16), ratio)
 
 
 @pytest.mark.parametrize(
@@ -357,4 +344,4 @@ def test_invalid_channel_indices_are_rejected(
     in_keep: torch.Tensor, out_keep: torch.Tensor
 ) -> None:
     with pytest.raises(ValueError, match="_keep"):
-        prune_block(teacher("resnet20").layer1, in_keep, out_keep, 0.5)
+        prune_block(randomised_teacher("resnet20").layer1, in_keep, out_keep, 0.5)
