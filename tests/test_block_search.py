@@ -36,8 +36,8 @@ FULL_SPACE = {
     "skip": {},
 }
 ARCHITECTURES = [
-    "resnet20", "resnet56", "vgg11_bn", "vgg16_bn", "mobilenet_v2",
-    "tv:resnet18", "tv:resnet50", "tv:mobilenet_v2",
+    "resnet20", "resnet32", "resnet56", "vgg11_bn", "vgg16_bn", "mobilenet_v2",
+    "tv:resnet18", "tv:resnet34", "tv:resnet50", "tv:mobilenet_v2",
 ]  # fmt: skip
 
 
