@@ -18,6 +18,7 @@ from torch import nn
 
 from compactkd.blocks.partition import Partition
 from compactkd.blocks.pruning import ChannelMap, prune_block
+from compactkd.models.mobilenetv2 import ConvBNReLU, InvertedResidual
 
 # Each family and the hyper-parameters its entry in the design space may list.
 FAMILY_PARAMETERS: dict[str, tuple[str, ...]] = {
@@ -50,38 +51,19 @@ class Candidate:
 # ---------------------------------------------------------------- generic families
 
 
-class ConvBNReLU(nn.Sequential):
-    def __init__(self, cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1):
-        super().__init__(
-            nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
-            nn.BatchNorm2d(cout),
-            nn.ReLU(inplace=True),
-        )
-
-
-class MBConv(nn.Module):
-    """Inverted residual: 1x1 expand, k x k depthwise, 1x1 project (linear)."""
-
-    def __init__(self, cin: int, cout: int, stride: int, expansion: int, kernel: int) -> None:
-        super().__init__()
-        hidden = cin * expansion
-        layers: list[nn.Module] = [ConvBNReLU(cin, hidden, 1)] if expansion != 1 else []
-        layers += [
-            ConvBNReLU(hidden, hidden, kernel, stride, groups=hidden),
-            nn.Conv2d(hidden, cout, 1, bias=False),
-            nn.BatchNorm2d(cout),
-        ]
-        self.conv = nn.Sequential(*layers)
-        self.use_residual = stride == 1 and cin == cout
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv(x) if self.use_residual else self.conv(x)
-
-
-def _mbconv(cin: int, cout: int, stride: int, expansion: int, depth: int, kernel: int):
-    units = [MBConv(cin, cout, stride, expansion, kernel)]
-    units += [MBConv(cout, cout, 1, expansion, kernel) for _ in range(depth - 1)]
+def _mbconv(
+    cin: int, cout: int, stride: int, expansion: int, depth: int, kernel: int
+) -> nn.Sequential:
+    """MobileNetV2's inverted residuals; only the first carries the stride."""
+    units = [InvertedResidual(cin, cout, stride, expansion, kernel)]
+    units += [InvertedResidual(cout, cout, 1, expansion, kernel) for _ in range(depth - 1)]
     return nn.Sequential(*units)
+
+
+def _conv_bn_relu(
+    cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1
+) -> ConvBNReLU:
+    return ConvBNReLU(cin, cout, kernel, stride, groups, activation=nn.ReLU)
 
 
 def _dsconv(cin: int, cout: int, stride: int, depth: int, width: float) -> nn.Sequential:
@@ -91,8 +73,8 @@ def _dsconv(cin: int, cout: int, stride: int, depth: int, width: float) -> nn.Se
     for index in range(depth):
         out = cout if index == depth - 1 else inner
         layers += [
-            ConvBNReLU(channels, channels, 3, stride if index == 0 else 1, groups=channels),
-            ConvBNReLU(channels, out, 1),
+            _conv_bn_relu(channels, channels, 3, stride if index == 0 else 1, groups=channels),
+            _conv_bn_relu(channels, out, 1),
         ]
         channels = out
     return nn.Sequential(*layers)
@@ -103,7 +85,7 @@ def _conv(cin: int, cout: int, stride: int, depth: int, width: float) -> nn.Sequ
     inner = max(1, round(width * cout))
     widths = [cin] + [inner] * (depth - 1) + [cout]
     return nn.Sequential(
-        *(ConvBNReLU(widths[i], widths[i + 1], 3, stride if i == 0 else 1) for i in range(depth))
+        *(_conv_bn_relu(widths[i], widths[i + 1], 3, stride if i == 0 else 1) for i in range(depth))
     )
 
 

@@ -29,7 +29,7 @@ LAST_CHANNELS = 1280
 
 
 class ConvBNReLU(nn.Sequential):
-    """Conv2d (no bias, BN follows), BatchNorm2d and ReLU6 with 'same' padding."""
+    """Conv2d (no bias, BN follows), BatchNorm2d and ReLU6 (or ``activation``), 'same' padding."""
 
     def __init__(
         self,
@@ -38,6 +38,7 @@ class ConvBNReLU(nn.Sequential):
         kernel_size: int = 3,
         stride: int = 1,
         groups: int = 1,
+        activation: type[nn.Module] = nn.ReLU6,
     ) -> None:
         padding = (kernel_size - 1) // 2
         super().__init__(
@@ -45,14 +46,21 @@ class ConvBNReLU(nn.Sequential):
                 in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=False
             ),
             nn.BatchNorm2d(out_channels),
-            nn.ReLU6(inplace=True),
+            activation(inplace=True),
         )
 
 
 class InvertedResidual(nn.Module):
-    """1x1 expansion, 3x3 depthwise conv, linear 1x1 projection; residual when shapes match."""
+    """1x1 expansion, k x k depthwise conv, linear 1x1 projection; residual when shapes match."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, expand_ratio: int) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int,
+        expand_ratio: int,
+        kernel_size: int = 3,
+    ) -> None:
         super().__init__()
         if stride not in (1, 2):
             raise ValueError(f"stride must be 1 or 2, got {stride}")
@@ -63,7 +71,7 @@ class InvertedResidual(nn.Module):
         if expand_ratio != 1:
             layers.append(ConvBNReLU(in_channels, hidden, kernel_size=1))
         layers += [
-            ConvBNReLU(hidden, hidden, stride=stride, groups=hidden),
+            ConvBNReLU(hidden, hidden, kernel_size, stride, groups=hidden),
             # No activation after the projection: the paper's "linear bottleneck", since ReLU
             # in a narrow layer destroys information.
             nn.Conv2d(hidden, out_channels, 1, bias=False),

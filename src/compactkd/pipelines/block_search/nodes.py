@@ -76,6 +76,7 @@ def prepare_candidates(
     select(selection_options(pool, unscored, params["pin"]), slots(pool), budgets, reference)
     return {
         "pool": pool,
+        "config": config,
         "pinned": pinned_positions(pool, params["pin"]),
         "reference": reference,
         "budgets": budgets,
@@ -92,7 +93,7 @@ def train_block_candidates(
     epochs' own seconds are in the history, across resumed runs too.
     """
     pool: CandidatePool = prepared["pool"]
-    config = config_from_params(BlockTrainConfig, params["training"])
+    config: BlockTrainConfig = prepared["config"]
     history, nmse, active = train_candidates(
         pool.partition,
         pool.candidates,
