@@ -181,6 +181,9 @@ def _load_image_folder(
         images, labels, classes = _read_class_folders(root / "train", image_size, mode)
         test_images, test_labels, _ = _read_class_folders(root / "test", image_size, mode, classes)
         return RawDataset(images, labels, classes, source, test_images, test_labels)
+    # A train/ folder alone: validation and test are carved from it, as from a flat folder.
+    if (root / "train").is_dir():
+        root = root / "train"
     images, labels, classes = _read_class_folders(root, image_size, mode)
     return RawDataset(images, labels, classes, source)
 

@@ -55,3 +55,33 @@ def accuracy_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, An
 def evaluate(model: nn.Module, loader: BatchLoader) -> dict[str, Any]:
     """:func:`accuracy_metrics` of ``model`` on every sample of ``loader``."""
     return accuracy_metrics(*predict(model, loader))
+
+
+def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, classes: int) -> list:
+    """``matrix[true][predicted]``: counts of test images, as nested lists."""
+    flat = labels * classes + predictions
+    return torch.bincount(flat, minlength=classes * classes).view(classes, classes).tolist()
+
+
+def per_class_accuracy(matrix: list) -> list[float]:
+    """Percent of each class's images classified right (None for a class with no images)."""
+    return [100.0 * row[i] / sum(row) if sum(row) else None for i, row in enumerate(matrix)]
+
+
+def difference_interval(correct_a: torch.Tensor, correct_b: torch.Tensor) -> dict[str, Any]:
+    """Mean top-1 difference of model A over model B (points) with a 95% interval.
+
+    ``correct_*`` are (seeds, images) 0/1 tensors on the same test images. The interval adds
+    the paired test-sampling error of the seed-averaged predictions to the seed-to-seed
+    error of each model's mean (zero with one seed), so a difference outside it is neither
+    luck of the test set nor of one training run.
+    """
+    a, b = correct_a.double(), correct_b.double()
+    paired = a.mean(dim=0) - b.mean(dim=0)
+    sampling = paired.std(unbiased=True) / math.sqrt(paired.numel())
+    seeds = [x.mean(dim=1) for x in (a, b)]
+    training = math.sqrt(sum(float(s.var(unbiased=True)) / len(s) if len(s) > 1 else 0.0
+                             for s in seeds))  # fmt: skip
+    difference = 100.0 * float(paired.mean())
+    half = 100.0 * 1.96 * math.sqrt(float(sampling) ** 2 + training**2)
+    return {"difference": difference, "ci95": [difference - half, difference + half]}

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from torch import nn
@@ -27,12 +27,17 @@ class CheckpointError(ValueError):
 
 def atomic_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` to a temporary sibling, then rename over ``path``."""
+    atomic_write(lambda file: torch.save(obj, file), path)
+
+
+def atomic_write(write: Callable[[BinaryIO], Any], path: str | Path) -> None:
+    """``write`` into a temporary sibling file, then rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as tmp:
-            torch.save(obj, tmp)
+            write(tmp)
             tmp.flush()
             os.fsync(tmp.fileno())  # on disk before the rename makes it visible
             os.fchmod(tmp.fileno(), 0o666 & ~_current_umask())  # mkstemp makes files private

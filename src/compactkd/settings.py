@@ -3,4 +3,10 @@
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
+    # An environment (e.g. conf/cifar10/) overrides single settings, not whole stages.
+    "merge_strategy": {"parameters": "soft", "catalog": "soft"},
 }
+
+from compactkd.hooks import BudgetSweepHooks  # noqa: E402
+
+HOOKS = (BudgetSweepHooks(),)

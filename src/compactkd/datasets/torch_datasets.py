@@ -12,7 +12,7 @@ from typing import Any
 from kedro.io import AbstractDataset
 from torch import nn
 
-from compactkd.serialization import atomic_save, load_model, safe_load, save_model
+from compactkd.serialization import atomic_save, atomic_write, load_model, safe_load, save_model
 
 
 class _TorchFileDataset(AbstractDataset):
@@ -52,3 +52,13 @@ class TensorDictDataset(_TorchFileDataset):
 
     def save(self, data: dict[str, Any]) -> None:
         atomic_save(data, self._filepath)
+
+
+class BinaryFileDataset(_TorchFileDataset):
+    """Raw bytes in a file, such as an exported ONNX model (written atomically)."""
+
+    def load(self) -> bytes:
+        return self._filepath.read_bytes()
+
+    def save(self, data: bytes) -> None:
+        atomic_write(lambda file: file.write(data), self._filepath)

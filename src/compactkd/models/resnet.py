@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .scaling import scaled_width
+
 __all__ = ["BasicBlock", "PadShortcut", "ResNet", "resnet20", "resnet32", "resnet56"]
 
 # Output channels of the three stages; the second and third halve the resolution.
@@ -69,9 +71,15 @@ class BasicBlock(nn.Module):
 class ResNet(nn.Module):
     """CIFAR ResNet: stem, three stages of ``num_blocks`` BasicBlocks, global pool, linear."""
 
-    def __init__(self, num_blocks: int, num_classes: int = 10, in_channels: int = 3) -> None:
+    def __init__(
+        self,
+        num_blocks: int,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        width_mult: float = 1.0,
+    ) -> None:
         super().__init__()
-        c1, c2, c3 = STAGE_CHANNELS
+        c1, c2, c3 = (scaled_width(c, width_mult) for c in STAGE_CHANNELS)
         self.conv1 = nn.Conv2d(in_channels, c1, 3, 1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(c1)
         self.relu = nn.ReLU(inplace=True)
@@ -106,16 +114,16 @@ class ResNet(nn.Module):
         return self.fc(x)
 
 
-def resnet20(*, num_classes: int = 10, in_channels: int = 3) -> ResNet:
+def resnet20(*, num_classes: int = 10, in_channels: int = 3, width_mult: float = 1.0) -> ResNet:
     """ResNet-20 (0.27M parameters at 10 classes)."""
-    return ResNet(BLOCKS_PER_STAGE["resnet20"], num_classes, in_channels)
+    return ResNet(BLOCKS_PER_STAGE["resnet20"], num_classes, in_channels, width_mult)
 
 
-def resnet32(*, num_classes: int = 10, in_channels: int = 3) -> ResNet:
+def resnet32(*, num_classes: int = 10, in_channels: int = 3, width_mult: float = 1.0) -> ResNet:
     """ResNet-32 (0.46M parameters at 10 classes)."""
-    return ResNet(BLOCKS_PER_STAGE["resnet32"], num_classes, in_channels)
+    return ResNet(BLOCKS_PER_STAGE["resnet32"], num_classes, in_channels, width_mult)
 
 
-def resnet56(*, num_classes: int = 10, in_channels: int = 3) -> ResNet:
+def resnet56(*, num_classes: int = 10, in_channels: int = 3, width_mult: float = 1.0) -> ResNet:
     """ResNet-56 (0.85M parameters at 10 classes)."""
-    return ResNet(BLOCKS_PER_STAGE["resnet56"], num_classes, in_channels)
+    return ResNet(BLOCKS_PER_STAGE["resnet56"], num_classes, in_channels, width_mult)

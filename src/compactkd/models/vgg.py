@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .scaling import scaled_width
+
 __all__ = ["CFGS", "VGG", "make_features", "vgg11_bn", "vgg16_bn"]
 
 # An int is a 3x3 conv-BN-ReLU with that many output channels; "M" is a 2x2 max pool.
@@ -49,8 +51,15 @@ def make_features(cfg: list[int | str], in_channels: int = 3) -> nn.Sequential:
 class VGG(nn.Module):
     """VGG features, global average pool and a single linear classifier."""
 
-    def __init__(self, cfg: list[int | str], num_classes: int = 10, in_channels: int = 3) -> None:
+    def __init__(
+        self,
+        cfg: list[int | str],
+        num_classes: int = 10,
+        in_channels: int = 3,
+        width_mult: float = 1.0,
+    ) -> None:
         super().__init__()
+        cfg = [v if v == "M" else scaled_width(int(v), width_mult) for v in cfg]
         self.features = make_features(cfg, in_channels)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         last_channels = [v for v in cfg if v != "M"][-1]
@@ -72,11 +81,11 @@ class VGG(nn.Module):
         return self.classifier(x)
 
 
-def vgg11_bn(*, num_classes: int = 10, in_channels: int = 3) -> VGG:
+def vgg11_bn(*, num_classes: int = 10, in_channels: int = 3, width_mult: float = 1.0) -> VGG:
     """VGG-11 with batch norm (configuration A)."""
-    return VGG(CFGS["vgg11_bn"], num_classes, in_channels)
+    return VGG(CFGS["vgg11_bn"], num_classes, in_channels, width_mult)
 
 
-def vgg16_bn(*, num_classes: int = 10, in_channels: int = 3) -> VGG:
+def vgg16_bn(*, num_classes: int = 10, in_channels: int = 3, width_mult: float = 1.0) -> VGG:
     """VGG-16 with batch norm (configuration D)."""
-    return VGG(CFGS["vgg16_bn"], num_classes, in_channels)
+    return VGG(CFGS["vgg16_bn"], num_classes, in_channels, width_mult)

@@ -80,6 +80,15 @@ def train_subset(splits: Mapping[str, Any], fraction: float, seed: int) -> dict[
     return {"images": train["images"][chosen], "labels": train["labels"][chosen]}
 
 
+def importance_loader(
+    splits: Mapping[str, Any], samples: int, seed: int, batch_size: int
+) -> BatchLoader:
+    """The seeded training sample on which interface channels are ranked."""
+    fraction = min(1.0, samples / len(splits["train"]["labels"]))
+    sample = train_subset(splits, fraction, seed)
+    return BatchLoader(sample, splits["mean"], splits["std"], batch_size)
+
+
 @torch.inference_mode()
 def channel_importance(partition: Partition, loader: BatchLoader) -> list[torch.Tensor]:
     """Mean absolute activation of every channel at every interface, over ``loader``."""

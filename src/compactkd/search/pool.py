@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from compactkd.blocks.assembly import BlockChoice, Blueprint
 from compactkd.blocks.candidates import (
     Candidate,
     block_spaces,
@@ -246,3 +247,28 @@ def student_spec(
         "budgets": dict(budgets),
         "score": selection.score,
     }
+
+
+def student_blueprint(
+    teacher_spec: Mapping[str, Any],
+    input_shape: tuple[int, int, int],
+    granularity: str,
+    keeps: Sequence[Mapping[float, torch.Tensor]],
+    spec: Mapping[str, Any],
+    table: pd.DataFrame,
+) -> Blueprint:
+    """The blueprint of the student a spec describes, its blocks read from the candidate table."""
+    rows = table.set_index("candidate")
+    choices = [
+        BlockChoice(
+            block,
+            rows.loc[choice["candidate"], "family"],
+            json.loads(rows.loc[choice["candidate"], "params_json"]),
+            float(choice["in_fraction"]),
+            float(choice["out_fraction"]),
+        )
+        for block, choice in spec["blocks"].items()
+        if block not in ("stem", "head")
+    ]
+    keeps = [dict(k) for k in keeps]
+    return Blueprint(dict(teacher_spec), input_shape, granularity, keeps, choices)

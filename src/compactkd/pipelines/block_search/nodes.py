@@ -9,14 +9,15 @@ import pandas as pd
 import torch
 from torch import nn
 
-from compactkd.data import BatchLoader, make_loader
+from compactkd.data import make_loader
 from compactkd.evaluation import evaluate
+from compactkd.pipelines.sweep import budget_list
 from compactkd.search.blockwise import (
     BlockTrainConfig,
     block_index,
+    importance_loader,
     plugin_accuracy,
     train_candidates,
-    train_subset,
 )
 from compactkd.search.pool import (
     CandidatePool,
@@ -48,7 +49,7 @@ def check_settings(params: dict[str, Any]) -> BlockTrainConfig:
         raise ValueError(f"block_search.score must be one of {SCORES}, got {params['score']!r}")
     if params["importance_samples"] < 1:
         raise ValueError("block_search.importance_samples must be at least 1")
-    if "latency" in (params.get("budgets") or {}) and not params["latency"]:
+    if any("latency" in b for b in budget_list(params["budgets"])) and not params["latency"]:
         raise ValueError("a latency budget needs block_search.latency: true (to measure it)")
     return config_from_params(BlockTrainConfig, params["training"])
 
@@ -59,9 +60,7 @@ def prepare_candidates(
     """Partition, candidates and costs; fails here, before training, on a bad setting or budget."""
     started = time.perf_counter()
     config = check_settings(params)
-    fraction = min(1.0, params["importance_samples"] / len(splits["train"]["labels"]))
-    sample = train_subset(splits, fraction, config.seed)
-    loader = BatchLoader(sample, splits["mean"], splits["std"], config.batch_size)
+    loader = importance_loader(splits, params["importance_samples"], config.seed, config.batch_size)
     input_shape = tuple(splits["train"]["images"].shape[1:])
     torch.manual_seed(config.seed)  # randomly initialised families: a rerun resumes the same run
     pool = build_pool(teacher, input_shape, loader, params)
@@ -70,10 +69,11 @@ def prepare_candidates(
         raise ValueError(f"block_weights name unknown block(s) {sorted(unknown)}; "
                          f"the blocks are {pool.partition.block_names}")  # fmt: skip
     reference = teacher_costs(pool)
-    budgets = resolve_budgets(params["budgets"], reference)
+    budgets = [resolve_budgets(b, reference) for b in budget_list(params["budgets"])]
     # The structure alone decides feasibility: choose with every score zero.
     unscored = {position: 0.0 for position in range(len(pool.candidates))}
-    select(selection_options(pool, unscored, params["pin"]), slots(pool), budgets, reference)
+    for budget in budgets:
+        select(selection_options(pool, unscored, params["pin"]), slots(pool), budget, reference)
     return {
         "pool": pool,
         "config": config,
@@ -150,7 +150,7 @@ def _scores(table: pd.DataFrame, params: dict[str, Any]) -> dict[int, float]:
     return {i: row.nmse * weights.get(row.block, 1.0) for i, row in active.iterrows()}
 
 
-def select_student(
+def select_students(
     prepared: dict[str, Any],
     table: pd.DataFrame,
     history: pd.DataFrame,
@@ -158,23 +158,36 @@ def select_student(
     teacher_metrics: dict[str, Any],
     splits: dict[str, Any],
     params: dict[str, Any],
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The exact choice under the budgets, and the stage's metrics.
+) -> tuple[dict[str, Any], ...]:
+    """The exact choice under each budget (one spec per budget), then the stage's metrics.
 
-    The metrics include the assembled student's validation accuracy before any
-    fine-tuning: the cheapest end-to-end check of how good the choice is.
+    The metrics include each assembled student's validation accuracy before any
+    fine-tuning: the cheapest end-to-end check of how good a choice is.
     """
     started = time.perf_counter()
     pool: CandidatePool = prepared["pool"]
     options = selection_options(pool, _scores(table, params), params["pin"])
-    selection = select(options, slots(pool), prepared["budgets"], prepared["reference"])
-    spec = student_spec(selection, prepared["reference"], prepared["budgets"])
-    spec["score_kind"] = params["score"]
-    spec["interfaces"] = [list(shape) for shape in pool.partition.interfaces]
+    val_loader = make_loader(splits, "val", 256)
+    specs, choices = [], []
+    for budgets in prepared["budgets"]:
+        selection = select(options, slots(pool), budgets, prepared["reference"])
+        spec = student_spec(selection, prepared["reference"], budgets)
+        spec["score_kind"] = params["score"]
+        spec["interfaces"] = [list(shape) for shape in pool.partition.interfaces]
+        specs.append(spec)
+        choices.append(
+            {
+                "budgets": {k: budgets[k] / prepared["reference"][k] for k in budgets},
+                "predicted_flops_ratio": spec["ratios"]["flops"],
+                "predicted_params_ratio": spec["ratios"]["params"],
+                "assembled_val_top1": evaluate(assemble_student(pool, selection), val_loader)[
+                    "top1"
+                ],
+                "chosen": {slot: choice["candidate"] for slot, choice in spec["blocks"].items()},
+            }
+        )
     selection_seconds = time.perf_counter() - started
     seconds = prepared["seconds"] + history["seconds"].sum() + scoring_seconds + selection_seconds
-    val_loader = make_loader(splits, "val", 256)
-    assembled = evaluate(assemble_student(pool, selection), val_loader)
     # A teacher given as a checkpoint was not trained here: no ratio to report.
     teacher_seconds = teacher_metrics.get("train_seconds") or None
     metrics = {
@@ -185,10 +198,8 @@ def select_student(
         "seconds": float(seconds),
         "teacher_train_seconds": teacher_seconds,
         "overhead_vs_teacher": seconds / teacher_seconds if teacher_seconds else None,
-        "predicted_flops_ratio": spec["ratios"]["flops"],
-        "predicted_params_ratio": spec["ratios"]["params"],
-        "assembled_val_top1": assembled["top1"],
+        **choices[0],
         "teacher_val_top1": teacher_metrics.get("val_top1"),
-        "chosen": {slot: choice["candidate"] for slot, choice in spec["blocks"].items()},
+        "sweep": choices[1:],
     }
-    return spec, metrics
+    return (*specs, metrics)

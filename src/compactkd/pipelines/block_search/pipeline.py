@@ -1,15 +1,18 @@
 """``block_search``: teacher -> candidates -> block-wise training -> student spec."""
 
+from collections.abc import Sequence
+
 from kedro.pipeline import Pipeline, node, pipeline
 
 from compactkd.pipelines.block_search.nodes import (
     prepare_candidates,
-    select_student,
+    select_students,
     train_block_candidates,
 )
+from compactkd.pipelines.sweep import qualified
 
 
-def create_pipeline(**kwargs) -> Pipeline:
+def create_pipeline(namespaces: Sequence[str | None] = (None,), **kwargs) -> Pipeline:
     return pipeline(
         [
             node(
@@ -30,7 +33,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="train_block_candidates",
             ),
             node(
-                select_student,
+                select_students,
                 [
                     "candidate_pool",
                     "candidates_table",
@@ -40,8 +43,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "splits",
                     "params:block_search",
                 ],
-                ["student_spec", "block_search_metrics"],
-                name="select_student",
+                [*(qualified(ns, "student_spec") for ns in namespaces), "block_search_metrics"],
+                name="select_students",
             ),
         ]
     )

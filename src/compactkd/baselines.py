@@ -1,0 +1,92 @@
+"""The structures a student must beat at the same budgets (METHOD §7, §8).
+
+- ``uniform``: the teacher's architecture with every width scaled by one multiplier, the
+  largest that fits the budgets (randomly initialised).
+- ``pruned``: the trained teacher with every layer's channels cut to one kept fraction, the
+  largest that fits: inner channels by the L1 norm of their filters, interface (residual)
+  channels by the same activation ranking the block search uses; it keeps the teacher's
+  weights.
+
+Both fit FLOPs and parameter budgets, counted on the real modules.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from compactkd.blocks.assembly import BlockChoice, Blueprint
+from compactkd.blocks.candidates import interface_keeps
+from compactkd.blocks.partition import partition_model
+from compactkd.costs import count_flops, count_params
+from compactkd.models import MODELS, build_model
+
+FITTED_RESOURCES = ("flops", "params")
+
+
+def fits_budgets(
+    model: nn.Module, input_shape: Sequence[int], budgets: Mapping[str, float]
+) -> bool:
+    """Whether ``model``'s FLOPs and parameters are within the (absolute) budgets given."""
+    costs = {"flops": count_flops(model, input_shape), "params": count_params(model)}
+    return all(costs[k] <= budgets[k] for k in FITTED_RESOURCES if budgets.get(k) is not None)
+
+
+def largest_fitting(fits: Callable[[float], bool], resolution: float = 1e-4) -> float:
+    """The largest fraction in ``(0, 1]`` for which ``fits`` holds (``fits`` is monotone).
+
+    Widths are whole channels, so costs move in steps: bisection finds the edge of the last
+    step that fits, and anything ``resolution`` above it does not.
+    """
+    if fits(1.0):
+        return 1.0
+    low, high = resolution, 1.0
+    if not fits(low):
+        raise ValueError("no width fits the budgets: they are below the narrowest network")
+    while high - low > resolution * low:
+        middle = (low + high) / 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return low
+
+
+def uniform_width_spec(
+    teacher_spec: Mapping[str, Any], input_shape: Sequence[int], budgets: Mapping[str, float]
+) -> dict[str, Any]:
+    """The teacher's spec with the largest ``width_mult`` whose model fits the budgets."""
+    builder = MODELS.get(teacher_spec["name"])
+    if builder is None or "width_mult" not in inspect.signature(builder).parameters:
+        raise ValueError(
+            f"the uniform baseline needs a zoo model with a width_mult; {teacher_spec['name']!r} "
+            "has none: switch it off (distillation.baselines.uniform: false)"
+        )
+
+    def spec(width: float) -> dict[str, Any]:
+        return {**teacher_spec, "width_mult": width}
+
+    width = largest_fitting(lambda w: fits_budgets(build_model(spec(w)), input_shape, budgets))
+    return spec(width)
+
+
+def pruned_blueprint(
+    teacher: nn.Module,
+    input_shape: tuple[int, int, int],
+    granularity: str,
+    importance: Sequence[torch.Tensor],
+    budgets: Mapping[str, float],
+) -> Blueprint:
+    """The teacher cut to one kept fraction everywhere, the largest that fits the budgets."""
+    names = partition_model(teacher.eval(), input_shape, granularity).block_names
+
+    def blueprint(fraction: float) -> Blueprint:
+        keeps = interface_keeps(importance, [1.0, fraction])
+        choices = [BlockChoice(n, "pruned", {"ratio": fraction}, fraction, fraction) for n in names]
+        return Blueprint(dict(teacher.spec), input_shape, granularity, keeps, choices)
+
+    fraction = largest_fitting(
+        lambda f: fits_budgets(blueprint(f).build(teacher), input_shape, budgets)
+    )
+    return blueprint(fraction)

@@ -1,0 +1,127 @@
+"""Networks assembled from a teacher's parts: the student, and the pruned-teacher baseline.
+
+An assembled network is ``narrowed stem -> one module per block -> narrowed head``. Its
+:class:`Blueprint` is plain data (the teacher's spec, the kept interface channels and one
+:class:`BlockChoice` per block), so it can be saved beside the weights and rebuilt anywhere,
+with or without the trained teacher at hand.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from compactkd.blocks.candidates import make_candidate_module
+from compactkd.blocks.partition import narrow_head, narrow_stem, partition_model
+from compactkd.models import build_model
+from compactkd.serialization import MODEL_FORMAT, CheckpointError
+
+ASSEMBLED_FORMAT = "compactkd.assembled/1"
+Keeps = Sequence[Mapping[float, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class BlockChoice:
+    """The module chosen for one block: a candidate family, its settings, its interface widths."""
+
+    block: str
+    family: str
+    params: Mapping[str, Any]
+    in_fraction: float
+    out_fraction: float
+
+
+@dataclass
+class Blueprint:
+    """Everything that defines an assembled network except its weights."""
+
+    teacher_spec: dict[str, Any]
+    input_shape: tuple[int, int, int]
+    granularity: str
+    keeps: list[dict[float, torch.Tensor]]  # per interface: kept channel indices by fraction
+    blocks: list[BlockChoice]
+
+    def build(self, teacher: nn.Module | None = None) -> nn.Sequential:
+        """The network, with the teacher's weights where a part inherits them.
+
+        Without ``teacher`` an untrained one of the same spec is used: right when the
+        weights are loaded afterwards. The teacher is left as it was.
+        """
+        teacher = teacher if teacher is not None else build_model(self.teacher_spec)
+        was_training = teacher.training
+        partition = partition_model(teacher.eval(), self.input_shape, self.granularity)
+        if [choice.block for choice in self.blocks] != partition.block_names:
+            raise ValueError(f"a blueprint needs one choice per block, in order: "
+                             f"{partition.block_names}")  # fmt: skip
+        stem = narrow_stem(partition.stem, self.keeps[0][self.blocks[0].in_fraction])
+        blocks = [
+            make_candidate_module(
+                partition,
+                index,
+                choice.family,
+                choice.params,
+                self.keeps[index][choice.in_fraction],
+                self.keeps[index + 1][choice.out_fraction],
+            )
+            for index, choice in enumerate(self.blocks)
+        ]
+        head = narrow_head(partition.head, self.keeps[-1][self.blocks[-1].out_fraction])
+        teacher.train(was_training)
+        network = copy.deepcopy(nn.Sequential(stem, *blocks, head)).requires_grad_(True)
+        network.blueprint = self
+        return network.eval()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "teacher_spec": dict(self.teacher_spec),
+            "input_shape": list(self.input_shape),
+            "granularity": self.granularity,
+            "keeps": [dict(k) for k in self.keeps],
+            "blocks": [
+                asdict(choice) | {"params": json.dumps(choice.params)} for choice in self.blocks
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Blueprint:
+        return cls(
+            teacher_spec=dict(data["teacher_spec"]),
+            input_shape=tuple(data["input_shape"]),
+            granularity=data["granularity"],
+            keeps=[dict(k) for k in data["keeps"]],
+            blocks=[
+                BlockChoice(**{**choice, "params": json.loads(choice["params"])})
+                for choice in data["blocks"]
+            ],
+        )
+
+
+def network_package(model: nn.Module) -> dict[str, Any]:
+    """What is saved of a zoo model (spec) or an assembled network (blueprint): plus weights."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    blueprint = getattr(model, "blueprint", None)
+    if isinstance(blueprint, Blueprint):
+        return {"format": ASSEMBLED_FORMAT, "blueprint": blueprint.to_dict(), "state_dict": state}
+    spec = getattr(model, "spec", None)
+    if isinstance(spec, Mapping):
+        return {"format": MODEL_FORMAT, "spec": dict(spec), "state_dict": state}
+    raise CheckpointError(f"{type(model).__name__} has neither a .spec nor a .blueprint")
+
+
+def network_from_package(package: Mapping[str, Any]) -> nn.Module:
+    """Rebuild what :func:`network_package` saved, in eval mode."""
+    kind = package.get("format")
+    if kind == ASSEMBLED_FORMAT:
+        model = Blueprint.from_dict(package["blueprint"]).build()
+    elif kind == MODEL_FORMAT:
+        model = build_model(package["spec"])
+    else:
+        raise CheckpointError(f"unknown network format {kind!r}")
+    model.load_state_dict(package["state_dict"])
+    return model.eval()

@@ -1,0 +1,66 @@
+"""ONNX export of a trained network, checked against PyTorch and timed with onnxruntime."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import onnxruntime
+import torch
+from torch import nn
+
+INPUT_NAME, OUTPUT_NAME = "images", "logits"
+
+
+def export_onnx(model: nn.Module, input_shape: Sequence[int]) -> bytes:
+    """The model as a serialised ONNX graph with a dynamic batch dimension."""
+    model = model.cpu().eval()
+    example = torch.zeros(2, *input_shape)
+    batch = torch.export.Dim("batch", min=1)
+    program = torch.onnx.export(
+        model,
+        (example,),
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        dynamic_shapes=({0: batch},),
+        dynamo=True,
+        verbose=False,
+    )
+    return program.model_proto.SerializeToString()
+
+
+def onnx_session(onnx_model: bytes, threads: int = 1) -> onnxruntime.InferenceSession:
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(onnx_model, options, providers=["CPUExecutionProvider"])
+
+
+def max_abs_difference(
+    session: onnxruntime.InferenceSession, model: nn.Module, images: torch.Tensor
+) -> float:
+    """Largest absolute difference between onnxruntime's and PyTorch's logits on ``images``."""
+    with torch.inference_mode():
+        expected = model.cpu().eval()(images.cpu()).numpy()
+    (actual,) = session.run([OUTPUT_NAME], {INPUT_NAME: images.cpu().numpy()})
+    return float(np.abs(actual - expected).max())
+
+
+def onnx_latency_ms(
+    session: onnxruntime.InferenceSession,
+    input_shape: Sequence[int],
+    batch_size: int = 1,
+    warmup: int = 5,
+    repeats: int = 20,
+) -> float:
+    """Median wall time of one onnxruntime run, in milliseconds (as ``measure_latency_ms``)."""
+    images = np.random.default_rng(0).standard_normal((batch_size, *input_shape), np.float32)
+    timings = []
+    for run in range(warmup + repeats):
+        started = time.perf_counter()
+        session.run([OUTPUT_NAME], {INPUT_NAME: images})
+        if run >= warmup:
+            timings.append(time.perf_counter() - started)
+    return 1000.0 * statistics.median(timings)

@@ -1,0 +1,45 @@
+"""The budget sweep: the first budget is the student's, each further one a Kedro namespace.
+
+One block-wise candidate training serves every budget; selection, distillation and
+evaluation run once per budget. Outputs of the first budget keep their plain names
+(``student_spec``, ``metrics``...); those of budget ``k`` live in namespace ``budget_k``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from kedro.pipeline import Pipeline, pipeline
+
+
+def budget_list(budgets: dict[str, Any] | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``budgets`` as a list: one budget, or several for a sweep (the first is the student's)."""
+    listed = [budgets] if isinstance(budgets, dict) else list(budgets or [])
+    if not listed or not all(isinstance(b, dict) for b in listed):
+        raise ValueError(f"block_search.budgets must be a mapping such as {{flops: 0.5}} or a "
+                         f"non-empty list of them, got {budgets!r}")  # fmt: skip
+    return listed
+
+
+def budget_namespaces(budget_count: int) -> list[str | None]:
+    """``[None, "budget_2", ...]``: no namespace for the student's own budget."""
+    return [None] + [f"budget_{k}" for k in range(2, budget_count + 1)]
+
+
+def qualified(namespace: str | None, name: str) -> str:
+    return f"{namespace}.{name}" if namespace else name
+
+
+def per_budget(
+    base: Pipeline,
+    namespaces: Sequence[str | None],
+    shared_inputs: set[str],
+    parameters: set[str],
+) -> Pipeline:
+    """``base`` once per budget: as is for the first, namespaced for the others."""
+    copies = [
+        pipeline(base, namespace=ns, inputs=shared_inputs, parameters=parameters) if ns else base
+        for ns in namespaces
+    ]
+    return sum(copies, Pipeline([]))
