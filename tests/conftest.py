@@ -72,11 +72,15 @@ def image_folder(tmp_path: Path) -> Path:
 @pytest.fixture
 def project_copy(tmp_path: Path) -> Path:
     """The project's committed and uncommitted files (not ignored ones) in a new git repo."""
+    return copy_project(tmp_path / "project")
+
+
+def copy_project(copy: Path) -> Path:
+    """Copy the project's committed and uncommitted files (not ignored ones) to a new git repo."""
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
         cwd=PROJECT_ROOT, capture_output=True, check=True, text=True,
     ).stdout.split("\0")  # fmt: skip
-    copy = tmp_path / "project"
     for name in filter(None, listed):
         source = PROJECT_ROOT / name
         if source.is_file():

@@ -34,7 +34,7 @@ def test_data_processing_and_teacher_run_in_a_kedro_session(
     project_copy: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(project_copy)
-    run_session(project_copy, ["__default__"], TINY)
+    run_session(project_copy, ["data_processing", "teacher"], TINY)
     reporting = project_copy / "data" / "08_reporting"
     card = json.loads((reporting / "dataset_card.json").read_text())
     assert card["name"] == "digits" and sum(card["counts"].values()) == 1797
