@@ -38,6 +38,10 @@ def test_repro_runs_each_stage_once_and_reruns_only_what_changed(project_copy: P
     set_param(conf / "parameters_data_processing.yml", "dataset", "digits")
     set_param(conf / "parameters_teacher.yml", "epochs", "1")
     set_param(conf / "parameters_teacher.yml", "device", "cpu")
+    for stage in ("block_search", "distillation"):
+        set_param(conf / f"parameters_{stage}.yml", "epochs", "1")
+        set_param(conf / f"parameters_{stage}.yml", "device", "cpu")
+    set_param(conf / "parameters_evaluation.yml", "latency_repeats", "3")
 
     first = dvc(project_copy, "repro")
     assert "Running stage 'data_processing'" in first and "Running stage 'teacher'" in first
@@ -51,3 +55,10 @@ def test_repro_runs_each_stage_once_and_reruns_only_what_changed(project_copy: P
     third = dvc(project_copy, "repro")
     assert "Running stage 'teacher'" in third and "Running stage 'data_processing'" not in third
     assert "test_top1" in dvc(project_copy, "metrics", "show")
+    assert (project_copy / "data" / "08_reporting" / "metrics.json").is_file()
+
+    # A distillation setting reruns distillation and evaluation, nothing upstream.
+    set_param(conf / "parameters_distillation.yml", "alpha", "0.7")
+    fourth = dvc(project_copy, "repro")
+    assert "Running stage 'distillation'" in fourth and "Running stage 'evaluation'" in fourth
+    assert "Running stage 'block_search'" not in fourth

@@ -1,0 +1,110 @@
+"""Write benchmarks/cifar10.{json,md} from a finished `kedro run --env cifar10`.
+
+Usage: python benchmarks/cifar10_report.py [--data data] [--note "where and how it ran"]
+Reads only what the run wrote under data/ (metrics, evaluation, histories, stage metrics).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+
+BASELINES = ("scratch", "uniform", "pruned")
+
+
+def summary(data: Path) -> dict:
+    reporting = data / "08_reporting"
+    metrics = json.loads((reporting / "metrics.json").read_text())
+    student = metrics["student"]
+    result: dict = {"teacher": {"top1": metrics["teacher"]["top1"],
+                                "top1_ci95": metrics["teacher"]["top1_ci95"]}}  # fmt: skip
+    for name in ("student", *BASELINES):
+        figures = metrics[name]
+        result[name] = {
+            key: figures[key]
+            for key in ("top1_mean", "top1_std", "flops_reduction", "params_reduction", "speedup")
+        }
+    result["seeds"] = len(json.loads((reporting / "evaluation.json").read_text())["student"]["top1_seeds"])
+    for name in BASELINES:
+        result[f"student_minus_{name}_ci95"] = student["vs"][name]["ci95"]
+        result[f"student_minus_{name}"] = student["vs"][name]["difference"]
+    return result
+
+
+def markdown(data: Path, result: dict, note: str) -> str:
+    reporting = data / "08_reporting"
+    evaluation = json.loads((reporting / "evaluation.json").read_text())
+    teacher = json.loads((reporting / "teacher_metrics.json").read_text())
+    search = json.loads((reporting / "block_search_metrics.json").read_text())
+    distill = json.loads((reporting / "distillation_summary.json").read_text())
+    history = pd.read_csv(reporting / "student_history.csv")
+    card = json.loads((reporting / "dataset_card.json").read_text())
+    rows = ["| model | top-1 mean ± std (seeds) | top-1 seed 0 [95% CI] | FLOPs | params | "
+            "FLOPs red. | params red. | latency b1 / b32 (ms) |",
+            "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, figures in evaluation.items():
+        seeds = ", ".join(f"{t:.2f}" for t in figures["top1_seeds"])
+        low, high = figures["top1_ci95"]
+        rows.append(
+            f"| {name} | {figures['top1_mean']:.2f} ± {figures['top1_std']:.2f} ({seeds}) | "
+            f"{figures['top1']:.2f} [{low:.2f}, {high:.2f}] | {figures['flops'] / 1e6:.1f} M | "
+            f"{figures['params'] / 1e3:.1f} k | {figures.get('flops_reduction', 1):.2f}x | "
+            f"{figures.get('params_reduction', 1):.2f}x | "
+            f"{figures['latency_ms_b1']:.2f} / {figures['latency_ms_b32']:.1f} |"
+        )
+    diffs = [f"| student - {name} | {result[f'student_minus_{name}']:+.2f} | "
+             f"[{result[f'student_minus_{name}_ci95'][0]:+.2f}, "
+             f"{result[f'student_minus_{name}_ci95'][1]:+.2f}] |" for name in BASELINES]  # fmt: skip
+    seconds = history.groupby("model")["seconds"].sum()
+    epochs = int(history["epoch"].max())
+    times = "\n".join(f"| {m} fine-tunes ({result['seeds']} seeds x {epochs} epochs) | "
+                      f"{s:.0f} s |" for m, s in seconds.items())  # fmt: skip
+    return f"""# CIFAR-10 at CPU scale: the student against the teacher and three baselines
+
+{note}
+
+Data: {card['source']}; {card['counts']} images (train/val/test), classes {len(card['classes'])}.
+Teacher: {teacher['model']['name']}, {teacher['epochs']} epochs. Block search:
+{search['candidates']} candidates, chose {search['chosen']} (predicted
+{search['predicted_flops_ratio']:.3f}x FLOPs, {search['predicted_params_ratio']:.3f}x params;
+assembled before fine-tuning {search['assembled_val_top1']:.2f}% validation, teacher
+{search['teacher_val_top1']:.2f}%). BatchNorm recalibration: {distill.get('recalibration')}.
+Uniform baseline width x{distill['uniform_width_mult']:.4f}; pruned baseline keeps
+{distill['pruned_fraction']:.4f} of every layer's channels.
+
+## Test accuracy ({evaluation['teacher']['top1_ci95']} is the teacher's 95% interval)
+
+{chr(10).join(rows)}
+
+## Differences (percentage points; 95% interval: test sampling + seed-to-seed noise)
+
+| difference | mean | 95% interval |
+|---|---|---|
+{chr(10).join(diffs)}
+
+## Wall times
+
+| stage | seconds |
+|---|---|
+| teacher training | {teacher['train_seconds']:.0f} s |
+| block search (all candidates, every epoch) | {search['seconds']:.0f} s ({search['overhead_vs_teacher']:.2f}x the teacher) |
+{times}
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", type=Path, default=Path("data"))
+    parser.add_argument("--note", default="")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks"))
+    args = parser.parse_args()
+    result = summary(args.data)
+    (args.out / "cifar10.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / "cifar10.md").write_text(markdown(args.data, result, args.note))
+
+
+if __name__ == "__main__":
+    main()
