@@ -27,7 +27,8 @@ def summary(data: Path) -> dict:
             key: figures[key]
             for key in ("top1_mean", "top1_std", "flops_reduction", "params_reduction", "speedup")
         }
-    result["seeds"] = len(json.loads((reporting / "evaluation.json").read_text())["student"]["top1_seeds"])
+    evaluation = json.loads((reporting / "evaluation.json").read_text())
+    result["seeds"] = len(evaluation["student"]["top1_seeds"])
     for name in BASELINES:
         result[f"student_minus_{name}_ci95"] = student["vs"][name]["ci95"]
         result[f"student_minus_{name}"] = student["vs"][name]["difference"]
@@ -55,9 +56,11 @@ def markdown(data: Path, result: dict, note: str) -> str:
             f"{figures.get('params_reduction', 1):.2f}x | "
             f"{figures['latency_ms_b1']:.2f} / {figures['latency_ms_b32']:.1f} |"
         )
-    diffs = [f"| student - {name} | {result[f'student_minus_{name}']:+.2f} | "
-             f"[{result[f'student_minus_{name}_ci95'][0]:+.2f}, "
-             f"{result[f'student_minus_{name}_ci95'][1]:+.2f}] |" for name in BASELINES]  # fmt: skip
+    diffs = []
+    for name in BASELINES:
+        low, high = result[f"student_minus_{name}_ci95"]
+        diffs.append(f"| student - {name} | {result[f'student_minus_{name}']:+.2f} | "
+                     f"[{low:+.2f}, {high:+.2f}] |")  # fmt: skip
     seconds = history.groupby("model")["seconds"].sum()
     epochs = int(history["epoch"].max())
     times = "\n".join(f"| {m} fine-tunes ({result['seeds']} seeds x {epochs} epochs) | "
@@ -66,16 +69,16 @@ def markdown(data: Path, result: dict, note: str) -> str:
 
 {note}
 
-Data: {card['source']}; {card['counts']} images (train/val/test), classes {len(card['classes'])}.
-Teacher: {teacher['model']['name']}, {teacher['epochs']} epochs. Block search:
-{search['candidates']} candidates, chose {search['chosen']} (predicted
-{search['predicted_flops_ratio']:.3f}x FLOPs, {search['predicted_params_ratio']:.3f}x params;
-assembled before fine-tuning {search['assembled_val_top1']:.2f}% validation, teacher
-{search['teacher_val_top1']:.2f}%). BatchNorm recalibration: {distill.get('recalibration')}.
-Uniform baseline width x{distill['uniform_width_mult']:.4f}; pruned baseline keeps
-{distill['pruned_fraction']:.4f} of every layer's channels.
+Data: {card["source"]}; {card["counts"]} images (train/val/test), classes {len(card["classes"])}.
+Teacher: {teacher["model"]["name"]}, {teacher["epochs"]} epochs. Block search:
+{search["candidates"]} candidates, chose {search["chosen"]} (predicted
+{search["predicted_flops_ratio"]:.3f}x FLOPs, {search["predicted_params_ratio"]:.3f}x params;
+assembled before fine-tuning {search["assembled_val_top1"]:.2f}% validation, teacher
+{search["teacher_val_top1"]:.2f}%). BatchNorm recalibration: {distill.get("recalibration")}.
+Uniform baseline width x{distill["uniform_width_mult"]:.4f}; pruned baseline keeps
+{distill["pruned_fraction"]:.4f} of every layer's channels.
 
-## Test accuracy ({evaluation['teacher']['top1_ci95']} is the teacher's 95% interval)
+## Test accuracy ({evaluation["teacher"]["top1_ci95"]} is the teacher's 95% interval)
 
 {chr(10).join(rows)}
 
@@ -89,8 +92,9 @@ Uniform baseline width x{distill['uniform_width_mult']:.4f}; pruned baseline kee
 
 | stage | seconds |
 |---|---|
-| teacher training | {teacher['train_seconds']:.0f} s |
-| block search (all candidates, every epoch) | {search['seconds']:.0f} s ({search['overhead_vs_teacher']:.2f}x the teacher) |
+| teacher training | {teacher["train_seconds"]:.0f} s |
+| block search (all candidates, every epoch) | {search["seconds"]:.0f} s \
+({search["overhead_vs_teacher"]:.2f}x the teacher) |
 {times}
 """
 

@@ -116,13 +116,17 @@ def test_largest_fitting_finds_the_edge_and_refuses_the_impossible() -> None:
 # ------------------------------------------------------------------------------ assembled networks
 
 
-def test_blueprint_package_round_trip_and_onnx_export_match() -> None:
-    teacher = randomised_teacher("resnet20")
+def assembled_network(teacher: torch.nn.Module) -> torch.nn.Sequential:
+    """The teacher cut to 0.3x its parameters: an assembled network with narrowed interfaces."""
     torch.manual_seed(0)
     importance = [torch.rand(c) for c, _, _ in partition_model(teacher, CIFAR).interfaces]
-    network = pruned_blueprint(
-        teacher, CIFAR, "stage", importance, budgets_of(teacher, 0.5, 0.3)
-    ).build(teacher)
+    budgets = budgets_of(teacher, 0.5, 0.3)
+    return pruned_blueprint(teacher, CIFAR, "stage", importance, budgets).build(teacher)
+
+
+def test_blueprint_package_round_trip_and_onnx_export_match() -> None:
+    teacher = randomised_teacher("resnet20")
+    network = assembled_network(teacher)
     images = torch.randn(4, *CIFAR)
     rebuilt = network_from_package(network_package(network))
     with torch.no_grad():
@@ -151,11 +155,7 @@ def test_recalibrated_batchnorm_holds_the_statistics_of_the_batches() -> None:
 
 def test_feature_hints_add_to_the_logit_loss_of_an_assembled_student() -> None:
     teacher = randomised_teacher("resnet20")
-    torch.manual_seed(0)
-    importance = [torch.rand(c) for c, _, _ in partition_model(teacher, CIFAR).interfaces]
-    student = pruned_blueprint(
-        teacher, CIFAR, "stage", importance, budgets_of(teacher, 0.5, 0.3)
-    ).build(teacher)
+    student = assembled_network(teacher)
     images, labels = torch.randn(4, *CIFAR), torch.randint(0, 10, (4,))
     plain, logits = KDObjective(teacher, KDConfig(beta=0.0))(student, images, labels)
     hinted, hinted_logits = KDObjective(teacher, KDConfig(beta=1.0))(student, images, labels)

@@ -11,7 +11,8 @@ import pytest
 from conftest import run_session
 from kedro.framework.project import configure_project
 
-from compactkd.pipeline_registry import register_pipelines
+from compactkd import pipeline_registry
+from compactkd.pipeline_registry import register_pipelines, use_budgets
 from compactkd.serialization import load_model
 
 TINY = {
@@ -27,6 +28,21 @@ def test_every_stage_is_registered_and_default_runs_them_all() -> None:
     default_nodes = {n.name for n in pipelines["__default__"].nodes}
     for name, stage in pipelines.items():
         assert {n.name for n in stage.nodes} <= default_nodes, name
+
+
+def test_sweep_namespaces_follow_the_number_of_budgets() -> None:
+    configure_project("compactkd")
+    try:
+        use_budgets([{"flops": 0.5}, {"flops": 0.3}, {"flops": 0.2}])
+        names = {n.name for n in register_pipelines()["evaluation"].nodes}
+        assert {"evaluate_models", "budget_2.evaluate_models", "budget_3.evaluate_models"} <= names
+        use_budgets({"flops": 0.5})
+        names = {n.name for n in register_pipelines()["distillation"].nodes}
+        assert names == {"finetune_models"}
+        with pytest.raises(ValueError, match="budgets must be a mapping"):
+            use_budgets([])
+    finally:
+        pipeline_registry._budget_count = None
 
 
 @pytest.mark.slow
