@@ -43,7 +43,6 @@ logger = logging.getLogger(__name__)
 
 MODELS = ("student", "scratch", "uniform", "pruned")
 BASELINES = MODELS[1:]
-INHERITED = ("student", "pruned")  # start from trained weights: fine-tuned at inherited_lr
 SETTINGS = {
     "kd", "recalibrate_bn", "recalibration_batches", "seeds", "baselines", "training",
     "inherited_lr", "resume_dir",
@@ -54,8 +53,9 @@ SETTINGS = {
 class _Recipe:
     """How one model starts (per seed) and what it is trained on."""
 
-    initial: Callable[[int], nn.Module]
-    distilled: bool
+    initial: Callable[[int], nn.Module]  # seed -> the model before fine-tuning
+    distilled: bool  # KD from the teacher, or CE alone
+    inherited: bool = False  # starts from trained weights: recalibrated, fine-tuned gently
 
 
 def check_settings(params: dict[str, Any]) -> tuple[TrainConfig, KDConfig]:
@@ -95,7 +95,7 @@ def _recipes(
     """The models to fine-tune; baselines built here fail before any training."""
     student = _student(teacher, blueprint, candidate_weights["weights"], spec)
     # Copies: each seed's fine-tune starts from the same weights.
-    recipes = {"student": _Recipe(lambda seed: copy.deepcopy(student), distilled=True)}
+    recipes = {"student": _Recipe(lambda seed: copy.deepcopy(student), True, inherited=True)}
     wanted = {name for name in BASELINES if params["baselines"].get(name, True)}
     if "scratch" in wanted:
         recipes["scratch"] = _Recipe(lambda seed: reinitialise(blueprint.build(), seed), False)
@@ -114,7 +114,7 @@ def _recipes(
         pruned = pruned_blueprint(teacher, input_shape, blueprint.granularity, importance, budgets)
         logger.info("pruned baseline: kept fraction %.4f", pruned.blocks[0].in_fraction)
         network = pruned.build(teacher)
-        recipes["pruned"] = _Recipe(lambda seed: copy.deepcopy(network), distilled=True)
+        recipes["pruned"] = _Recipe(lambda seed: copy.deepcopy(network), True, inherited=True)
     return recipes
 
 
@@ -145,7 +145,6 @@ def finetune_models(
     summary: the baselines' settings, BatchNorm recalibration's effect, seconds per model.
     """
     config, kd = check_settings(params)
-    device = resolve_device(config.device)
     input_shape = tuple(splits["train"]["images"].shape[1:])
     blueprint = student_blueprint(
         teacher.spec, input_shape, search_params["granularity"],
@@ -153,45 +152,63 @@ def finetune_models(
     )  # fmt: skip
     recipes = _recipes(teacher, splits, spec, blueprint, candidate_weights, search_params, params)
     summary: dict[str, Any] = {"models": list(recipes), "seeds": int(params["seeds"])}
+    seconds = summary["seconds"] = dict.fromkeys(recipes, 0.0)
     finetuned: dict[str, list[dict[str, Any]]] = {name: [] for name in recipes}
     histories = []
     for seed in range(int(params["seeds"])):
-        run_config = dataclasses.replace(config, seed=config.seed + seed)
+        seed_config = dataclasses.replace(config, seed=config.seed + seed)
         for name, recipe in recipes.items():
             started = time.perf_counter()
-            model = recipe.initial(run_config.seed)
-            if name in INHERITED and params["recalibrate_bn"]:
-                effect = _recalibrate(
-                    model, splits, run_config, params["recalibration_batches"], device
-                )
-                summary.setdefault("recalibration", {}).setdefault(name, effect)
-            model, history = train(
-                model,
-                splits,
-                dataclasses.replace(run_config, lr=params["inherited_lr"])
-                if name in INHERITED
-                else run_config,
-                objective=KDObjective(teacher, kd) if recipe.distilled else None,
-                checkpoint_path=Path(params["resume_dir"]) / f"{_run_tag(spec)}_{name}_{seed}.ckpt",
-                fingerprint_extra={"model": name, "kd": dataclasses.asdict(kd)}
-                if recipe.distilled
-                else {"model": name},
-                name=f"{name} (seed {run_config.seed})",
+            checkpoint = Path(params["resume_dir"]) / f"{_run_tag(spec)}_{name}_{seed}.ckpt"
+            model, history, recalibration = _finetune(
+                name, recipe, seed_config, teacher, kd, splits, params, checkpoint
             )
+            if recalibration:
+                summary.setdefault("recalibration", {}).setdefault(name, recalibration)
             finetuned[name].append(network_package(model))
-            histories.append(history.assign(model=name, seed=run_config.seed))
-            summary.setdefault("seconds", {}).setdefault(name, 0.0)
-            summary["seconds"][name] += time.perf_counter() - started
+            histories.append(history.assign(model=name, seed=seed_config.seed))
+            seconds[name] += time.perf_counter() - started
     summary["uniform_width_mult"] = _uniform_width(finetuned)
     summary["pruned_fraction"] = _pruned_fraction(finetuned)
     history = pd.concat(histories, ignore_index=True)[["model", "seed", *HISTORY_COLUMNS]]
     return finetuned, finetuned["student"][0], history, summary
 
 
+def _finetune(
+    name: str,
+    recipe: _Recipe,
+    config: TrainConfig,
+    teacher: nn.Module,
+    kd: KDConfig,
+    splits: dict[str, Any],
+    params: dict[str, Any],
+    checkpoint: Path,
+) -> tuple[nn.Module, pd.DataFrame, dict[str, float] | None]:
+    """One model, one seed: its initial weights, recalibration where inherited, training."""
+    model = recipe.initial(config.seed)
+    recalibration = None
+    if recipe.inherited:
+        if params["recalibrate_bn"]:
+            recalibration = _recalibrate(model, splits, config, params["recalibration_batches"])
+        config = dataclasses.replace(config, lr=params["inherited_lr"])
+    kd_settings = dataclasses.asdict(kd) if recipe.distilled else None
+    model, history = train(
+        model,
+        splits,
+        config,
+        objective=KDObjective(teacher, kd) if recipe.distilled else None,
+        checkpoint_path=checkpoint,
+        fingerprint_extra={"model": name, "kd": kd_settings},
+        name=f"{name} (seed {config.seed})",
+    )
+    return model, history, recalibration
+
+
 def _recalibrate(
-    model: nn.Module, splits: dict[str, Any], config: TrainConfig, batches: int, device: Any
+    model: nn.Module, splits: dict[str, Any], config: TrainConfig, batches: int
 ) -> dict[str, float]:
     """Validation accuracy before and after recalibrating BatchNorm statistics."""
+    device = resolve_device(config.device)
     val = make_loader(splits, "val", 256, device)
     train_loader = make_loader(splits, "train", config.batch_size, device, augment=True)
     model.to(device)
