@@ -28,8 +28,8 @@ test: install  ## the test suite
 	python -m pytest
 
 lint: install
-	ruff check src tests
-	ruff format --check src tests
+	ruff check src tests benchmarks
+	ruff format --check src tests benchmarks
 
 viz: install
 	kedro viz run
