@@ -256,7 +256,7 @@ def test_block_search_pipeline_writes_table_and_spec_within_budget(
 
     # An impossible budget fails before any training, naming the smallest reachable cost.
     (project_copy / "data/07_model_output/candidates.csv").unlink()
-    impossible = {**TINY, "block_search": {**TINY["block_search"], "budgets": {"params": 0.01}}}
+    impossible = {**TINY, "block_search": {**TINY["block_search"], "budgets": [{"params": 0.01}]}}
     with pytest.raises(Exception, match="params budget .* below the smallest reachable"):
         run_session(project_copy, ["block_search"], impossible)
     assert not (project_copy / "data/07_model_output/candidates.csv").exists()
