@@ -100,3 +100,31 @@ def digits_splits() -> dict:
     from compactkd.data import load_dataset, split_dataset
 
     return split_dataset(load_dataset("digits"), "digits", seed=0)
+
+
+# A whole tiny run of every stage, shared by the tests that read its outputs.
+TINY_RUN = {
+    "data_processing": {"dataset": "digits"},
+    "teacher": {"training": {"epochs": 2, "device": "cpu"}},
+    "block_search": {
+        "training": {"epochs": 1, "device": "cpu"},
+        "importance_samples": 256,
+        "budgets": [{"flops": 0.5, "params": 0.2}, {"flops": 0.3, "params": 0.15}],
+    },
+    "distillation": {
+        "training": {"epochs": 1, "device": "cpu"},
+        "seeds": 2,
+        "recalibration_batches": 2,
+    },
+    "evaluation": {"latency_repeats": 3, "device": "cpu"},
+}
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A whole tiny run of every stage on ``digits``, with a two-budget sweep and two seeds."""
+    project = copy_project(tmp_path_factory.mktemp("run") / "project")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(project)
+        run_session(project, ["__default__"], TINY_RUN)
+    return project

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import copy_project, randomised_teacher, run_session
+from conftest import TINY_RUN as TINY
+from conftest import randomised_teacher, run_session
 
 from compactkd.baselines import fits_budgets, largest_fitting, pruned_blueprint, uniform_width_spec
 from compactkd.blocks.assembly import BlockChoice, Blueprint, network_from_package, network_package
@@ -176,32 +177,7 @@ def test_difference_interval_widens_with_seed_noise() -> None:
 
 # ------------------------------------------------------------------------------ the pipelines
 
-TINY = {
-    "data_processing": {"dataset": "digits"},
-    "teacher": {"training": {"epochs": 2, "device": "cpu"}},
-    "block_search": {
-        "training": {"epochs": 1, "device": "cpu"},
-        "importance_samples": 256,
-        "budgets": [{"flops": 0.5, "params": 0.2}, {"flops": 0.3, "params": 0.15}],
-    },
-    "distillation": {
-        "training": {"epochs": 1, "device": "cpu"},
-        "seeds": 2,
-        "recalibration_batches": 2,
-    },
-    "evaluation": {"latency_repeats": 3, "device": "cpu"},
-}
 MODELS = ("teacher", "student", "scratch", "uniform", "pruned")
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A whole tiny run of every stage on ``digits``, with a two-budget sweep and two seeds."""
-    project = copy_project(tmp_path_factory.mktemp("run") / "project")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(project)
-        run_session(project, ["__default__"], TINY)
-    return project
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ from compactkd.pipelines import (
     data_processing,
     distillation,
     evaluation,
+    reporting,
     teacher,
 )
 from compactkd.pipelines.sweep import budget_list, budget_namespaces
@@ -48,6 +49,7 @@ def register_pipelines() -> dict[str, Pipeline]:
         "block_search": block_search.create_pipeline(namespaces),
         "distillation": distillation.create_pipeline(namespaces),
         "evaluation": evaluation.create_pipeline(namespaces),
+        "reporting": reporting.create_pipeline(),
     }
     pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
     return pipelines

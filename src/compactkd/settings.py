@@ -7,6 +7,6 @@ CONFIG_LOADER_ARGS = {
     "merge_strategy": {"parameters": "soft", "catalog": "soft"},
 }
 
-from compactkd.hooks import BudgetSweepHooks  # noqa: E402
+from compactkd.hooks import BudgetSweepHooks, MissingInputsHooks  # noqa: E402
 
-HOOKS = (BudgetSweepHooks(),)
+HOOKS = (BudgetSweepHooks(), MissingInputsHooks())

@@ -1,0 +1,70 @@
+"""Nodes of the ``reporting`` stage: figures, ``report.html`` and ``report.md``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from compactkd.report import (
+    blocks_figure,
+    confusion_figure,
+    curves_figure,
+    html_report,
+    markdown_summary,
+    pareto_figure,
+)
+
+TITLE = "compactkd: a compact student, learnt by knowledge distillation"
+
+
+def _facts(
+    card: dict[str, Any],
+    metrics: dict[str, Any],
+    spec: dict[str, Any],
+    teacher_metrics: dict[str, Any],
+    distillation: dict[str, Any],
+) -> dict[str, str]:
+    student = metrics["student"]
+    kd = distillation["kd"]
+    budgets = ", ".join(f"{k} {v / spec['teacher'][k]:.2f}x" for k, v in spec["budgets"].items())
+    return {
+        "dataset": f"{card['name']} ({card['source']}), {card['counts']} images",
+        "teacher": f"{teacher_metrics['model']['name']}, {teacher_metrics['epochs']} epochs, "
+        f"test top-1 {metrics['teacher']['top1']:.2f}%",
+        "budget": budgets,
+        "student": f"{' -> '.join(c['candidate'] for c in spec['blocks'].values())}",
+        "result": f"top-1 {student['top1']:.2f}% with {student['flops_reduction']:.2f}x fewer "
+        f"FLOPs and {student['params_reduction']:.2f}x fewer parameters than the teacher",
+        "fine-tuning": f"{distillation['training']['epochs']} epochs, {distillation['seeds']} "
+        f"seed(s), KD alpha {kd['alpha']}, tau {kd['tau']}, beta {kd['beta']}",
+    }
+
+
+def build_report(
+    card: dict[str, Any],
+    metrics: dict[str, Any],
+    comparison: pd.DataFrame,
+    sweep: pd.DataFrame,
+    spec: dict[str, Any],
+    candidates: pd.DataFrame,
+    evaluation: dict[str, Any],
+    teacher_metrics: dict[str, Any],
+    teacher_history: pd.DataFrame,
+    student_history: pd.DataFrame,
+    distillation: dict[str, Any],
+) -> tuple[Figure, Figure, Figure, Figure, str, str]:
+    """The four figures (also saved as PNG), the HTML report and its Markdown summary."""
+    figures = {
+        "Accuracy against FLOPs for every budget of the sweep": pareto_figure(sweep),
+        "FLOPs of each block: teacher and chosen candidate": blocks_figure(spec, candidates),
+        "Validation accuracy per epoch": curves_figure(teacher_history, student_history),
+        "Student confusion matrix": confusion_figure(
+            evaluation["student"]["confusion"], card["classes"]
+        ),
+    }
+    facts = _facts(card, metrics, spec, teacher_metrics, distillation)
+    report = html_report(TITLE, facts, comparison, figures)
+    summary = markdown_summary(TITLE, facts, comparison)
+    return (*figures.values(), report, summary)

@@ -1,0 +1,53 @@
+"""The report of a finished run: figures, a self-contained HTML page, a Markdown summary."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import TINY_RUN, run_session
+
+from compactkd.report import comparison_rows, pareto_figure
+
+pytestmark = pytest.mark.slow
+
+
+def test_report_is_one_self_contained_page_with_every_model_and_figure(finished_run: Path) -> None:
+    reporting = finished_run / "data" / "08_reporting"
+    page = (reporting / "report.html").read_text()
+    images = re.findall(r'<img [^>]*src="([^"]+)"', page)
+    assert len(images) == 4 and all(src.startswith("data:image/png;base64,") for src in images)
+    assert "http://" not in page and "https://" not in page  # opens without a network
+    for model in ("teacher", "student", "scratch", "uniform", "pruned"):
+        assert f"<td>{model}</td>" in page
+    for name in ("pareto", "blocks", "curves", "confusion"):
+        assert (reporting / f"{name}.png").read_bytes().startswith(b"\x89PNG")
+    summary = (reporting / "report.md").read_text()
+    assert "| student |" in summary and "fewer FLOPs" in summary
+
+
+def test_comparison_rows_show_units_and_factors(finished_run: Path) -> None:
+    comparison = pd.read_csv(finished_run / "data/08_reporting/comparison.csv")
+    rows = {row["model"]: row for row in comparison_rows(comparison)}
+    student = comparison[comparison["model"] == "student"].iloc[0]
+    assert rows["student"]["MFLOPs"] == f"{student['flops'] / 1e6:.2f}"
+    assert rows["student"]["FLOPs red."].endswith("x") and rows["teacher"]["FLOPs red."] == ""
+
+
+def test_pareto_figure_labels_its_axes_with_units(finished_run: Path) -> None:
+    sweep = pd.read_csv(finished_run / "data/08_reporting/sweep.csv")
+    axes = pareto_figure(sweep).axes[0]
+    assert "FLOPs" in axes.get_xlabel() and "millions" in axes.get_xlabel()
+    assert "%" in axes.get_ylabel()
+    assert {text.get_text() for text in axes.get_legend().get_texts()} >= {"student", "teacher"}
+
+
+def test_reporting_before_evaluation_says_which_pipeline_to_run(
+    project_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(project_copy)
+    with pytest.raises(FileNotFoundError, match=r"kedro run --pipelines .*evaluation"):
+        run_session(project_copy, ["reporting"], TINY_RUN)
+    assert not (project_copy / "data/08_reporting/report.html").exists()
