@@ -51,3 +51,27 @@ def test_reporting_before_evaluation_says_which_pipeline_to_run(
     with pytest.raises(FileNotFoundError, match=r"kedro run --pipelines .*evaluation"):
         run_session(project_copy, ["reporting"], TINY_RUN)
     assert not (project_copy / "data/08_reporting/report.html").exists()
+
+
+def test_notebook_runs_against_a_finished_run(finished_run: Path) -> None:
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(finished_run / "notebooks" / "explore_results.ipynb", as_version=4)
+    client = NotebookClient(
+        notebook, timeout=300, kernel_name="python3", allow_errors=True,
+        resources={"metadata": {"path": str(finished_run / "notebooks")}},
+    )  # fmt: skip
+    client.execute()
+    errors = [
+        f"{o['ename']}: {o['evalue']}"
+        for cell in notebook.cells
+        for o in cell.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
+    assert not errors, errors
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    text = "".join(o.get("text", "") + o.get("data", {}).get("text/plain", "") for o in outputs)
+    assert "student" in text and "pruned" in text  # the comparison table
+    assert any("image/png" in o.get("data", {}) for o in outputs)  # the Pareto plot
+    assert re.search(r"\d of 8 right", text)  # the student classified test images

@@ -9,6 +9,7 @@ from kedro.config import OmegaConfigLoader
 from kedro.framework.project import pipelines as project_pipelines
 from kedro.framework.project import settings
 from kedro.pipeline import Pipeline
+from kedro.utils import find_kedro_project
 
 from compactkd.pipelines import (
     block_search,
@@ -34,8 +35,9 @@ def use_budgets(budgets: Any) -> None:
 
 def _budget_count_from_conf() -> int:
     """Outside a run (e.g. ``kedro registry list``): the default environment's budgets."""
+    project = find_kedro_project(Path.cwd()) or Path.cwd()  # e.g. a notebook in notebooks/
     loader = OmegaConfigLoader(
-        conf_source=str(Path.cwd() / settings.CONF_SOURCE), **settings.CONFIG_LOADER_ARGS
+        conf_source=str(project / settings.CONF_SOURCE), **settings.CONFIG_LOADER_ARGS
     )
     return len(budget_list(loader["parameters"]["block_search"]["budgets"]))
 
