@@ -28,6 +28,18 @@ MODEL_STYLES = {
 }
 
 
+def _line_chart(figure: Figure, xlabel: str, ylabel: str, title: str) -> Figure:
+    """Labels, grid and legend of a one-axes line chart."""
+    axes = figure.axes[0]
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    return figure
+
+
 def pareto_figure(sweep: pd.DataFrame) -> Figure:
     """Test top-1 against FLOPs per image for every model at every budget, teacher starred."""
     figure, axes = plt.subplots(figsize=(6.4, 4.4))
@@ -38,13 +50,8 @@ def pareto_figure(sweep: pd.DataFrame) -> Figure:
     teacher = sweep[sweep["model"] == "teacher"].iloc[0]
     axes.scatter(teacher["flops"] / 1e6, teacher["top1"], marker="*", s=220, c="black",
                  label="teacher", zorder=3)  # fmt: skip
-    axes.set_xlabel("FLOPs per image (millions)")
-    axes.set_ylabel("test top-1 accuracy (%)")
-    axes.set_title("Accuracy against cost, one point per budget")
-    axes.grid(alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    return figure
+    return _line_chart(figure, "FLOPs per image (millions)", "test top-1 accuracy (%)",
+                       "Accuracy against cost, one point per budget")  # fmt: skip
 
 
 def blocks_figure(spec: Mapping[str, Any], candidates: pd.DataFrame) -> Figure:
@@ -77,13 +84,7 @@ def curves_figure(teacher: pd.DataFrame, finetunes: pd.DataFrame) -> Figure:
         rows = first[first["model"] == model]
         if len(rows):
             axes.plot(rows["epoch"], rows["val_accuracy"], label=model, color=style["color"])
-    axes.set_xlabel("epoch")
-    axes.set_ylabel("validation top-1 accuracy (%)")
-    axes.set_title("Training curves")
-    axes.grid(alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    return figure
+    return _line_chart(figure, "epoch", "validation top-1 accuracy (%)", "Training curves")
 
 
 def confusion_figure(matrix: Sequence[Sequence[int]], classes: Sequence[str]) -> Figure:
