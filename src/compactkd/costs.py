@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -57,18 +57,28 @@ def measure_latency_ms(
     parameter = next(model.parameters(), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
     images = torch.randn(batch_size, *input_shape, device=device)
-    timings = []
+
+    def forward() -> None:
+        model(images)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     torch.set_num_threads(threads)
     try:
         with torch.inference_mode():
-            for run in range(warmup + repeats):
-                started = time.perf_counter()
-                model(images)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                if run >= warmup:
-                    timings.append(time.perf_counter() - started)
+            return median_milliseconds(forward, warmup, repeats)
     finally:
         torch.set_num_threads(previous_threads)
         model.train(was_training)
+
+
+def median_milliseconds(run: Callable[[], object], warmup: int = 5, repeats: int = 20) -> float:
+    """Median wall time of ``run()`` over ``repeats`` calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        run()
+    timings = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        timings.append(time.perf_counter() - started)
     return 1000.0 * statistics.median(timings)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Sequence
 
 import numpy as np
 import onnxruntime
 import torch
 from torch import nn
+
+from compactkd.costs import median_milliseconds
 
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
 
@@ -57,10 +57,6 @@ def onnx_latency_ms(
 ) -> float:
     """Median wall time of one onnxruntime run, in milliseconds (as ``measure_latency_ms``)."""
     images = np.random.default_rng(0).standard_normal((batch_size, *input_shape), np.float32)
-    timings = []
-    for run in range(warmup + repeats):
-        started = time.perf_counter()
-        session.run([OUTPUT_NAME], {INPUT_NAME: images})
-        if run >= warmup:
-            timings.append(time.perf_counter() - started)
-    return 1000.0 * statistics.median(timings)
+    return median_milliseconds(
+        lambda: session.run([OUTPUT_NAME], {INPUT_NAME: images}), warmup, repeats
+    )
