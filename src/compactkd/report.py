@@ -162,10 +162,11 @@ def html_report(
 body {{ font-family: sans-serif; max-width: 60rem; margin: 2rem auto; color: #222; }}
 table {{ border-collapse: collapse; margin: 1rem 0; }}
 th, td {{ border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: right; }}
-th {{ background: #f4f4f4; }} figure {{ margin: 1.5rem 0; }} img {{ max-width: 100%; }}
+th {{ background: #f4f4f4; }} .facts td {{ text-align: left; }}
+figure {{ margin: 1.5rem 0; }} img {{ max-width: 100%; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
-<h2>The run</h2><table>{fact_rows}</table>
+<h2>The run</h2><table class="facts">{fact_rows}</table>
 <h2>Teacher, student and baselines</h2>{_table(comparison_rows(comparison))}
 <h2>Figures</h2>{images}
 </body></html>

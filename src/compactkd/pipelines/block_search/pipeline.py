@@ -9,7 +9,7 @@ from compactkd.pipelines.block_search.nodes import (
     select_students,
     train_block_candidates,
 )
-from compactkd.pipelines.sweep import qualified
+from compactkd.pipelines.sweep import across_budgets, qualified
 
 
 def create_pipeline(namespaces: Sequence[str | None] = (None,), **kwargs) -> Pipeline:
@@ -32,7 +32,7 @@ def create_pipeline(namespaces: Sequence[str | None] = (None,), **kwargs) -> Pip
                 ],
                 name="train_block_candidates",
             ),
-            node(
+            across_budgets(
                 select_students,
                 [
                     "candidate_pool",

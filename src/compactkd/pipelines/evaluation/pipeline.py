@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from kedro.pipeline import Pipeline, node, pipeline
 
 from compactkd.pipelines.evaluation.nodes import evaluate_models, export_student, summarise
-from compactkd.pipelines.sweep import per_budget, qualified
+from compactkd.pipelines.sweep import across_budgets, per_budget, qualified
 
 SHARED_INPUTS = {"teacher_model", "splits"}
 PARAMETERS = {"params:evaluation"}
@@ -36,7 +36,7 @@ def create_pipeline(namespaces: Sequence[str | None] = (None,), **kwargs) -> Pip
                 ["student_onnx", "onnx_check"],
                 name="export_student",
             ),
-            node(
+            across_budgets(
                 summarise,
                 [
                     "onnx_check",

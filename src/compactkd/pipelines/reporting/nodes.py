@@ -30,7 +30,8 @@ def _facts(
     kd = distillation["kd"]
     budgets = ", ".join(f"{k} {v / spec['teacher'][k]:.2f}x" for k, v in spec["budgets"].items())
     return {
-        "dataset": f"{card['name']} ({card['source']}), {card['counts']} images",
+        "dataset": f"{card['name']} ({card['source']}): "
+        + ", ".join(f"{count:,} {split}" for split, count in card["counts"].items()),
         "teacher": f"{teacher_metrics['model']['name']}, {teacher_metrics['epochs']} epochs, "
         f"test top-1 {metrics['teacher']['top1']:.2f}%",
         "budget": budgets,

@@ -1,0 +1,198 @@
+"""Debian's headless Chromium, driven by Playwright, and a ``kedro viz run`` server, offline.
+
+Shared by ``tests/test_viz.py`` and ``docs/screenshots.py``. Never a downloaded browser:
+Playwright launches the system's ``chromium`` (``apt-get install chromium``), so
+``playwright install`` is never needed.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+from playwright.sync_api import Browser, Page, Route, sync_playwright
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",  # CI runs as root in a container
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+# Kedro-Viz's settings, kept in localStorage: no onboarding tour, every namespace
+# (``budget_2``...) expanded so that the flowchart draws every node, nothing over the graph.
+VIZ_SETTINGS = {
+    "showFeatureHints": False,
+    "expandAllPipelines": True,
+    "orientation": "vertical",
+    "theme": "light",
+    "visible": {"sidebar": False, "miniMap": False},
+}
+
+# Kedro-Viz asks PyPI for its latest version, at start-up and on every /api/version, with
+# a blocking request of timeout 30 s. A proxy on a closed local port makes that fail at once,
+# offline or not, and Kedro-Viz carries on; NO_PROXY keeps localhost direct.
+OFFLINE_ENV = {
+    "KEDRO_DISABLE_TELEMETRY": "1",
+    "HTTPS_PROXY": "http://127.0.0.1:9",
+    "https_proxy": "http://127.0.0.1:9",
+    "NO_PROXY": "127.0.0.1,localhost",
+    "no_proxy": "127.0.0.1,localhost",
+}
+
+# The flowchart is drawn: node labels faded in, no loading icon.
+GRAPH_DRAWN = """() => {
+    const labels = [...document.querySelectorAll('.pipeline-flowchart .pipeline-node__text')];
+    return !document.querySelector('.pipeline-loading-icon--visible') && labels.length > 0
+        && labels.every(label => getComputedStyle(label).opacity === '1');
+}"""
+
+
+def kedro(project: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``kedro <args>`` in ``project``, offline; raises with its output if it fails."""
+    done = subprocess.run(
+        [sys.executable, "-m", "kedro", *args],
+        cwd=project, env={**os.environ, **OFFLINE_ENV},
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+    if done.returncode:
+        raise RuntimeError(f"kedro {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
+    return done
+
+
+def free_port() -> int:
+    """A free localhost port that Kedro-Viz accepts: not above 49151, so not the OS's pick."""
+    for port in random.sample(range(20_000, 32_000), 100):  # below Linux's ephemeral ports
+        with socket.socket() as s, suppress(OSError):
+            s.bind(("127.0.0.1", port))
+            return port
+    raise RuntimeError("no free localhost port in 20000-31999")
+
+
+def _answers(url: str) -> bool:
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with direct.open(url, timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@contextmanager
+def viz_server(project: Path, timeout: float = 120) -> Iterator[str]:
+    """``kedro viz run --no-browser`` in ``project`` on a free localhost port; yields its URL.
+
+    Kedro-Viz serves from a child process: the command runs in a process group of its own,
+    killed as a whole on exit.
+    """
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    command = [sys.executable, "-m", "kedro", "viz", "run", "--no-browser",
+               "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    with tempfile.TemporaryFile("w+") as log:
+        server = subprocess.Popen(
+            command, cwd=project, env={**os.environ, **OFFLINE_ENV},
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + timeout
+            while not _answers(url + "api/main"):
+                if server.poll() is not None or time.monotonic() > deadline:
+                    state = "no answer" if server.poll() is None else f"exit {server.returncode}"
+                    log.seek(0)
+                    raise RuntimeError(
+                        f"kedro viz run: {state} from {url}api/main within {timeout:.0f} s. "
+                        f"Its output:\n{log.read()}"
+                    )
+                time.sleep(0.5)
+            yield url
+        finally:
+            _kill_group(server)
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the process group, SIGKILL to whatever is left of it after 10 s."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:  # the whole group is gone
+            break
+        if sig == signal.SIGTERM:
+            with suppress(subprocess.TimeoutExpired):
+                process.wait(10)
+    process.wait()
+
+
+def chromium_path() -> str:
+    path = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(path).is_file():
+        raise RuntimeError(
+            "Debian's Chromium is missing (no `chromium` on PATH, no /usr/bin/chromium): "
+            "run `sudo apt-get install chromium` (.ci/run installs it)."
+        )
+    return path
+
+
+@contextmanager
+def chromium() -> Iterator[Browser]:
+    """Debian's Chromium, headless."""
+    path = chromium_path()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def _offline(route: Route) -> None:
+    """Local requests only: the Internet's (Kedro-Viz's web fonts) fail at once."""
+    url = urllib.parse.urlsplit(route.request.url)
+    local = url.scheme in ("file", "data") or url.hostname in ("127.0.0.1", "localhost")
+    if local and url.path.endswith("/api/version"):
+        # Offline, Kedro-Viz answers that PyPI's version "None" is newer and shows a banner.
+        version = importlib.metadata.version("kedro-viz")
+        route.fulfill(json={"installed": version, "is_outdated": False, "latest": version})
+    elif local:
+        route.continue_()
+    else:
+        route.abort()
+
+
+def new_page(browser: Browser, width: int, height: int, scale: float = 1) -> Page:
+    """A blank page of this viewport, in a context of its own that only reaches localhost."""
+    context = browser.new_context(
+        viewport={"width": width, "height": height}, device_scale_factor=scale
+    )
+    context.route("**/*", _offline)
+    return context.new_page()
+
+
+def open_viz(
+    browser: Browser, url: str, width: int = 1600, height: int = 1000, scale: float = 1
+) -> Page:
+    """Kedro-Viz at ``url``, with :data:`VIZ_SETTINGS`, once its flowchart is drawn and fitted."""
+    page = new_page(browser, width, height, scale)
+    settings = json.dumps(json.dumps(VIZ_SETTINGS))
+    page.add_init_script(f"window.localStorage.setItem('KedroViz', {settings})")
+    page.goto(url, wait_until="domcontentloaded")
+    page.wait_for_function(GRAPH_DRAWN, timeout=60_000)
+    page.wait_for_timeout(1000)  # the zoom-to-fit transition
+    return page
