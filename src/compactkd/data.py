@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.model_selection import train_test_split
 
+from compactkd.distributed import Shard
+
 SPLIT_NAMES = ("train", "val", "test")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -363,17 +365,23 @@ class BatchLoader:
         batch_size: int,
         augmentation: Mapping[str, Any] | None = None,
         device: torch.device | str = "cpu",
+        shard: Shard | None = None,
     ) -> None:
         self.device = torch.device(device)
         self.images = part["images"].to(self.device)
         self.labels = part["labels"].to(self.device)
-        self.batch_size = batch_size
+        # Distributed, each rank takes its share of every shuffled epoch and of every batch.
+        self.shard = shard or Shard()
+        self.batch_size = self.shard.batch_size(batch_size)
         self.augmentation = dict(augmentation or NO_AUGMENTATION)
         self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1)
 
     def __len__(self) -> int:
-        return -(-len(self.labels) // self.batch_size)
+        return -(-self._epoch_length() // self.batch_size)
+
+    def _epoch_length(self) -> int:
+        return -(-len(self.labels) // self.shard.world_size)
 
     @property
     def num_samples(self) -> int:
@@ -383,9 +391,9 @@ class BatchLoader:
         self, generator: torch.Generator | None = None
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield ``(images, labels)``; shuffled and augmented only when a generator is given."""
-        n = len(self.labels)
-        order = torch.randperm(n, generator=generator) if generator is not None else None
-        for start in range(0, n, self.batch_size):
+        order = self._order(generator)
+        count = len(order) if order is not None else len(self.labels)
+        for start in range(0, count, self.batch_size):
             index = slice(start, start + self.batch_size)
             if order is not None:
                 index = order[index].to(self.device)
@@ -393,6 +401,14 @@ class BatchLoader:
             if generator is not None:
                 images = self._augment(images, generator)
             yield images, self.labels[index]
+
+    def _order(self, generator: torch.Generator | None) -> torch.Tensor | None:
+        if generator is None:
+            return None
+        if self.shard.world_size == 1:
+            return torch.randperm(len(self.labels), generator=generator)
+        seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
+        return self.shard.order(len(self.labels), seed)
 
     def _augment(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if self.augmentation["crop_padding"]:
@@ -409,6 +425,7 @@ def make_loader(
     batch_size: int,
     device: torch.device | str = "cpu",
     augment: bool = False,
+    shard: Shard | None = None,
 ) -> BatchLoader:
     """A :class:`BatchLoader` over one split; augmentation only where asked (training)."""
     return BatchLoader(
@@ -418,4 +435,5 @@ def make_loader(
         batch_size,
         splits["augmentation"] if augment else None,
         device,
+        shard,
     )

@@ -1,12 +1,19 @@
-"""Kedro hooks: the sweep follows the run's budgets; a stage run too early says what to run."""
+"""Kedro hooks: the sweep follows the run's budgets; a stage run too early says what to run;
+every node ends with a one-line summary of what it produced and how long it took."""
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 from kedro.framework.context import KedroContext
 from kedro.framework.hooks import hook_impl
+from kedro.io import MemoryDataset
 from kedro.pipeline import Pipeline
+from kedro.pipeline.node import Node
+
+logger = logging.getLogger(__name__)
 
 
 class BudgetSweepHooks:
@@ -21,6 +28,48 @@ class BudgetSweepHooks:
         from compactkd import pipeline_registry  # lazily: it imports every stage (and torch)
 
         pipeline_registry.use_budgets(context.params["block_search"]["budgets"])
+
+
+class RuntimeHooks:
+    """Threads from ``runtime.threads`` (or the machine); torchrun's process group.
+
+    Started by ``torchrun --nproc_per_node N -m kedro run ...``, every process joins the
+    group and runs the pipeline, training its share of each batch; only rank 0 writes:
+    the other ranks keep what the run produces in memory.
+    """
+
+    @hook_impl
+    def after_context_created(self, context: KedroContext) -> None:
+        import torch  # lazily, as every torch import here: `kedro --help` stays quick
+
+        from compactkd import distributed
+
+        torch.set_num_threads(context.params["runtime"]["threads"] or distributed.default_threads())
+        distributed.start()
+
+    @hook_impl
+    def before_pipeline_run(self, pipeline: Pipeline, catalog: Any) -> None:
+        from compactkd import distributed
+
+        shard = distributed.current()
+        if shard.rank == 0:
+            return
+        logger.info("rank %d of %d: outputs stay in memory; rank 0 writes them",
+                    shard.rank, shard.world_size)  # fmt: skip
+        for name in pipeline.all_outputs():
+            catalog[name] = MemoryDataset(copy_mode="assign")
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        from compactkd import distributed
+
+        distributed.stop()
+
+    @hook_impl
+    def on_pipeline_error(self) -> None:
+        from compactkd import distributed
+
+        distributed.stop()
 
 
 class MissingInputsHooks:
@@ -48,3 +97,46 @@ class MissingInputsHooks:
             f"{', '.join(missing)} not found: run `kedro run --pipelines {','.join(needs)}` "
             f"first (or `kedro run` for every stage)"
         )
+
+
+class NodeSummaryHooks:
+    """Logs ``<node> done in <s>: <output> (<what it holds>), ...`` when a node ends."""
+
+    def __init__(self) -> None:
+        self._started: dict[str, float] = {}
+
+    @hook_impl
+    def before_node_run(self, node: Node) -> None:
+        self._started[node.name] = time.perf_counter()
+
+    @hook_impl
+    def after_node_run(self, node: Node, outputs: dict[str, Any]) -> None:
+        seconds = time.perf_counter() - self._started.pop(node.name, time.perf_counter())
+        produced = ", ".join(f"{name}{describe(value)}" for name, value in outputs.items())
+        logger.info("%s done in %.1f s: %s", node.name, seconds, produced or "no outputs")
+
+
+def describe(value: Any) -> str:
+    """A few words on an output: a model's size, a table's rows, a metric's headline figure."""
+    if hasattr(value, "parameters") and callable(value.parameters):
+        return f" ({sum(p.numel() for p in value.parameters()):,} params)"
+    if hasattr(value, "shape") and hasattr(value, "columns"):
+        return f" ({len(value)} rows)"
+    if isinstance(value, dict):
+        # Summaries of a whole comparison quote the student.
+        prefix, figures = ("student ", value["student"]) if "student" in value else ("", value)
+        headline = [
+            f"{prefix}{key} {figures[key]:.4g}"
+            for key in HEADLINE_KEYS
+            if isinstance(figures, dict) and _is_number(figures.get(key))
+        ]
+        return f" ({', '.join(headline[:2])})" if headline else ""
+    return ""
+
+
+# Metric keys worth quoting in a node's summary, most telling first.
+HEADLINE_KEYS = ("test_top1", "val_top1", "top1", "flops_reduction", "params_reduction", "seconds")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -7,6 +7,11 @@ CONFIG_LOADER_ARGS = {
     "merge_strategy": {"parameters": "soft", "catalog": "soft"},
 }
 
-from compactkd.hooks import BudgetSweepHooks, MissingInputsHooks  # noqa: E402
+from compactkd.hooks import (  # noqa: E402
+    BudgetSweepHooks,
+    MissingInputsHooks,
+    NodeSummaryHooks,
+    RuntimeHooks,
+)
 
-HOOKS = (BudgetSweepHooks(), MissingInputsHooks())
+HOOKS = (RuntimeHooks(), BudgetSweepHooks(), MissingInputsHooks(), NodeSummaryHooks())

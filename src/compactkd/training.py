@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from compactkd import distributed
 from compactkd.data import BatchLoader, make_loader
 from compactkd.evaluation import evaluate
 from compactkd.serialization import atomic_save, safe_load
@@ -57,10 +58,12 @@ class TrainConfig:
     label_smoothing: float = 0.0
     seed: int = 0
     device: str = "auto"
+    mixed_precision: str = "auto"  # auto (bf16 on CUDA that supports it) | bf16 | off
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be positive, got {self}")
+        check_precision(self.mixed_precision)
         if self.lr <= 0 or not 0 <= self.label_smoothing < 1:
             raise ValueError(f"lr must be positive and label_smoothing in [0, 1), got {self}")
 
@@ -80,10 +83,28 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``"auto"`` is CUDA when available, else the CPU."""
+    """``"auto"`` is CUDA when available (this process's GPU under torchrun), else the CPU."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda", distributed.local_device_index())
+        return torch.device("cpu")
     return torch.device(name)
+
+
+PRECISIONS = ("auto", "bf16", "off")
+
+
+def check_precision(name: str) -> None:
+    if name not in PRECISIONS:
+        raise ValueError(f"mixed_precision must be one of {PRECISIONS}, got {name!r}")
+
+
+def autocast(precision: str, device: torch.device) -> torch.autocast:
+    """bf16 autocast when asked, or on ``auto`` where the GPU supports it; else a no-op."""
+    wanted = precision == "bf16" or (
+        precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
+    )
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=wanted)
 
 
 def cross_entropy_objective(label_smoothing: float = 0.0) -> Objective:
@@ -166,16 +187,19 @@ def _train_one_epoch(
     objective: Objective,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
+    precision: torch.autocast,
     description: str,
 ) -> tuple[float, float]:
-    """One pass over the training split; returns mean loss and accuracy (percent)."""
+    """One pass over the training split; mean loss and accuracy (percent) over every rank."""
     model.train()
     loss_sum, correct, seen = 0.0, 0, 0
     batches = loader.batches(generator)
-    # disable=None: a bar on a terminal, silence in CI logs.
-    progress = tqdm(batches, total=len(loader), desc=description, leave=False, disable=None)
+    # disable=None: a bar on a terminal, silence in CI logs; one bar per run, not per rank.
+    quiet = None if distributed.is_main() else True
+    progress = tqdm(batches, total=len(loader), desc=description, leave=False, disable=quiet)
     for images, labels in progress:
-        loss, logits = objective(model, images, labels)
+        with precision:
+            loss, logits = objective(model, images, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -184,6 +208,7 @@ def _train_one_epoch(
         correct += int((logits.argmax(dim=1) == labels).sum())
         seen += len(labels)
         progress.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}")
+    loss_sum, correct, seen = distributed.sum_over_ranks(loss_sum, correct, seen)
     return loss_sum / seen, 100.0 * correct / seen
 
 
@@ -207,7 +232,8 @@ def train(
     objective = objective or cross_entropy_objective(config.label_smoothing)
     fingerprint = run_fingerprint(model, splits, config, fingerprint_extra)
     model.to(device)
-    train_loader = make_loader(splits, "train", config.batch_size, device, augment=True)
+    shard = distributed.current()
+    train_loader = make_loader(splits, "train", config.batch_size, device, True, shard)
     val_loader = make_loader(splits, "val", config.batch_size, device)
     optimizer = torch.optim.SGD(
         model.parameters(),
@@ -221,18 +247,21 @@ def train(
     )
     checkpoint = Checkpoint(Path(checkpoint_path), fingerprint) if checkpoint_path else None
     history = checkpoint.restore(model, optimizer, scheduler) if checkpoint else []
+    replica = distributed.replicate(model, device)  # the model itself in a single process
+    precision = autocast(config.mixed_precision, device)
     for epoch in range(len(history), config.epochs):
         started = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         seed = epoch_seed(config.seed, epoch)
         torch.manual_seed(seed)  # dropout and other global-RNG users
         train_loss, train_acc = _train_one_epoch(
-            model,
+            replica,
             train_loader,
             torch.Generator().manual_seed(seed),
             objective,
             optimizer,
             scheduler,
+            precision,
             f"{name} {epoch + 1}/{config.epochs}",
         )
         val = evaluate(model, val_loader)
@@ -252,6 +281,6 @@ def train(
             name, epoch + 1, config.epochs, train_loss, train_acc, val["loss"], val["top1"],
             history[-1]["seconds"],
         )  # fmt: skip
-        if checkpoint:
+        if checkpoint and distributed.is_main():
             checkpoint.save(model, optimizer, scheduler, history)
     return model.cpu(), pd.DataFrame(history, columns=HISTORY_COLUMNS)

@@ -24,11 +24,19 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from compactkd import distributed
 from compactkd.blocks.candidates import Candidate
 from compactkd.blocks.partition import Partition
 from compactkd.data import BatchLoader, make_loader
 from compactkd.losses import nmse_terms
-from compactkd.training import Checkpoint, epoch_seed, resolve_device, run_fingerprint
+from compactkd.training import (
+    Checkpoint,
+    autocast,
+    check_precision,
+    epoch_seed,
+    resolve_device,
+    run_fingerprint,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +67,7 @@ class BlockTrainConfig:
     progressive: bool = False
     seed: int = 0
     device: str = "auto"
+    mixed_precision: str = "auto"  # auto (bf16 on CUDA that supports it) | bf16 | off
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
@@ -69,6 +78,7 @@ class BlockTrainConfig:
             )
         if not 0 < self.subsample <= 1:
             raise ValueError(f"subsample must be in (0, 1], got {self.subsample}")
+        check_precision(self.mixed_precision)
 
 
 def train_subset(splits: Mapping[str, Any], fraction: float, seed: int) -> dict[str, Any]:
@@ -173,6 +183,30 @@ def _references(
     return best
 
 
+class _CandidateLoss(nn.Module):
+    """One batch's summed NMSE over the trained candidates.
+
+    A module holding every candidate, so that DistributedDataParallel can wrap them all.
+    """
+
+    def __init__(
+        self, candidates: Sequence[Candidate], modules: nn.ModuleList, index_of: Mapping[str, int]
+    ) -> None:
+        super().__init__()
+        self.candidates, self.index_of = candidates, index_of
+        self.modules_ = modules  # registered, so its parameters are the wrapper's
+
+    def forward(
+        self,
+        inputs: _Inputs,
+        active: Sequence[int],
+        trained: Collection[int],
+        references: Mapping[tuple[int, float], int],
+    ) -> torch.Tensor:
+        terms = _batch_terms(self.candidates, active, trained, self.index_of, inputs, references)
+        return sum(error / spread.clamp_min(1e-12) for error, spread in terms.values())
+
+
 def block_index(partition: Partition) -> dict[str, int]:
     return {name: i for i, name in enumerate(partition.block_names)}
 
@@ -259,7 +293,13 @@ def train_candidates(
         candidates[i].module.eval().requires_grad_(False)
     part = train_subset(splits, config.subsample, config.seed)
     loader = BatchLoader(
-        part, splits["mean"], splits["std"], config.batch_size, splits["augmentation"], device
+        part,
+        splits["mean"],
+        splits["std"],
+        config.batch_size,
+        splits["augmentation"],
+        device,
+        distributed.current(),
     )
     # Scoring runs no backward pass: larger batches cost less per image.
     val_loader = make_loader(splits, "val", max(config.batch_size, 256), device)
@@ -275,6 +315,11 @@ def train_candidates(
     active = list(history[-1]["active"]) if history else list(range(len(candidates)))
     nmse = dict(history[-1]["nmse"]) if history else {}
     index_of = block_index(partition)
+    # Candidates that Pareto pruning dropped get no gradient: DDP must expect that.
+    step_loss = distributed.replicate(
+        _CandidateLoss(candidates, modules, index_of), device, find_unused=True
+    )
+    precision = autocast(config.mixed_precision, device)
     try:
         for epoch in range(len(history), config.epochs):
             started = time.perf_counter()
@@ -290,13 +335,13 @@ def train_candidates(
                 total=len(loader),
                 desc=f"blocks {epoch + 1}/{config.epochs}",
                 leave=False,
-                disable=None,
+                disable=None if distributed.is_main() else True,
             )
             for images, _ in progress if trained else ():  # nothing to train: only score
-                with torch.no_grad():  # the single teacher pass that feeds every candidate
+                with torch.no_grad(), precision:  # one teacher pass feeds every candidate
                     inputs = _Inputs(partition.interface_tensors(images), keeps)
-                terms = _batch_terms(candidates, active, trained, index_of, inputs, references)
-                loss = sum(error / spread.clamp_min(1e-12) for error, spread in terms.values())
+                with precision:
+                    loss = step_loss(inputs, active, trained, references)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -324,7 +369,7 @@ def train_candidates(
                 epoch + 1, config.epochs, before, len(active), history[-1]["mean_val_nmse"],
                 history[-1]["seconds"],
             )  # fmt: skip
-            if checkpoint:
+            if checkpoint and distributed.is_main():
                 checkpoint.save(modules, optimizer, scheduler, history)
     finally:  # back where the caller expects them, even after an interruption
         modules.cpu()

@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from compactkd import distributed
 from compactkd.data import make_loader
 from compactkd.evaluation import evaluate
 from compactkd.pipelines.sweep import budget_list
@@ -200,6 +201,7 @@ def select_students(
         "overhead_vs_teacher": seconds / teacher_seconds if teacher_seconds else None,
         **choices[0],
         "teacher_val_top1": teacher_metrics.get("val_top1"),
+        **distributed.run_facts(),
         "sweep": choices[1:],
     }
     return (*specs, metrics)

@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from compactkd import distributed
 from compactkd.baselines import pruned_blueprint, uniform_width_spec
 from compactkd.blocks.assembly import Blueprint, network_package
 from compactkd.blocks.partition import partition_model
@@ -70,7 +71,12 @@ def check_settings(params: dict[str, Any]) -> tuple[TrainConfig, KDConfig]:
         raise ValueError("distillation.seeds must be at least 1 and inherited_lr positive")
     if params["recalibration_batches"] < 1:
         raise ValueError("distillation.recalibration_batches must be at least 1")
-    return config_from_params(TrainConfig, params["training"]), KDConfig(**params["kd"])
+    kd = KDConfig(**params["kd"])
+    if kd.beta > 0 and distributed.launched():
+        # Hints run the student's parts one by one, around DistributedDataParallel's forward.
+        raise ValueError("distillation.kd.beta > 0 (feature hints) needs a single process; "
+                         "set beta: 0 to fine-tune under torchrun")  # fmt: skip
+    return config_from_params(TrainConfig, params["training"]), kd
 
 
 def _student(
@@ -152,6 +158,7 @@ def finetune_models(
     )  # fmt: skip
     recipes = _recipes(teacher, splits, spec, blueprint, candidate_weights, search_params, params)
     summary: dict[str, Any] = {"models": list(recipes), "seeds": int(params["seeds"])}
+    summary |= distributed.run_facts()
     seconds = summary["seconds"] = dict.fromkeys(recipes, 0.0)
     finetuned: dict[str, list[dict[str, Any]]] = {name: [] for name in recipes}
     histories = []

@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from compactkd import distributed
 from compactkd.costs import count_flops, count_params
 from compactkd.data import make_loader
 from compactkd.evaluation import evaluate
@@ -82,4 +83,5 @@ def evaluate_teacher(
         "epochs": len(history),
         "train_seconds": float(history["seconds"].sum()) if len(history) else 0.0,
         "device": str(device),
+        **distributed.run_facts(),
     }
