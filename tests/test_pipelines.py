@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -10,8 +12,11 @@ import pandas as pd
 import pytest
 from conftest import run_session
 from kedro.framework.project import configure_project
+from kedro.pipeline import node
 
 from compactkd import pipeline_registry
+from compactkd.hooks import NodeSummaryHooks
+from compactkd.models import build_model
 from compactkd.pipeline_registry import register_pipelines, use_budgets
 from compactkd.serialization import load_model
 
@@ -58,6 +63,8 @@ def test_data_processing_and_teacher_run_in_a_kedro_session(
     assert metrics["epochs"] == 1 and metrics["train_seconds"] > 0
     assert 0 < metrics["test_top1"] <= 100 and metrics["test_top5"] >= metrics["test_top1"]
     assert metrics["flops"] > 0 and metrics["params"] > 250_000
+    # runtime.threads: null -> the machine's cores, one process
+    assert metrics["threads"] == os.cpu_count() and metrics["processes"] == 1
     history = pd.read_csv(reporting / "teacher_history.csv")
     assert list(history.columns[:3]) == ["epoch", "train_loss", "train_accuracy"]
     assert len(history) == 1
@@ -80,3 +87,16 @@ def test_unknown_dataset_fails_before_anything_is_written(
     with pytest.raises(Exception, match="unknown dataset 'nope'"):
         run_session(project_copy, ["__default__"], {"data_processing": {"dataset": "nope"}})
     assert not (project_copy / "data" / "05_model_input" / "splits.pt").exists()
+
+
+def test_each_node_ends_with_a_one_line_summary(caplog: pytest.LogCaptureFixture) -> None:
+    hooks, trained = NodeSummaryHooks(), node(len, "splits", "teacher_model", name="train")
+    model = build_model({"name": "resnet20", "num_classes": 10, "in_channels": 1})
+    metrics = {"student": {"top1": 97.25, "flops_reduction": 3.0}, "teacher": {"top1": 98.0}}
+    with caplog.at_level(logging.INFO, logger="compactkd.hooks"):
+        hooks.before_node_run(trained)
+        hooks.after_node_run(trained, {"teacher_model": model, "metrics": metrics})
+    (line,) = caplog.messages
+    assert line.startswith("train done in ") and " s: " in line
+    assert "teacher_model (269,434 params)" in line  # ResNet-20, one input channel
+    assert "metrics (student top1 97.25, student flops_reduction 3)" in line

@@ -95,8 +95,19 @@ def test_a_finished_run_is_not_trained_again(
         ({"lr": -1.0}, "lr"),
         ({"label_smoothing": 1.0}, "label_smoothing"),
         ({"learning_rate": 0.1}, "unknown training parameter"),
+        ({"mixed_precision": "fp16"}, "mixed_precision"),
     ],
 )
 def test_bad_training_parameters_are_refused(params: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         config_from_params(TrainConfig, params)
+
+
+def test_mixed_precision_is_bf16_only_where_asked_or_supported() -> None:
+    layer, x = torch.nn.Linear(4, 2), torch.randn(3, 4)
+    cpu = torch.device("cpu")
+    with training.autocast("bf16", cpu):
+        assert layer(x).dtype == torch.bfloat16
+    for precision in ("auto", "off"):  # auto means bf16 on CUDA only
+        with training.autocast(precision, cpu):
+            assert layer(x).dtype == torch.float32

@@ -368,8 +368,10 @@ class BatchLoader:
         shard: Shard | None = None,
     ) -> None:
         self.device = torch.device(device)
-        self.images = part["images"].to(self.device)
-        self.labels = part["labels"].to(self.device)
+        # The whole split moves to the device once (from pinned memory on CUDA): batches
+        # are then slices on the device, with no copy from the host per batch.
+        self.images = _to_device(part["images"], self.device)
+        self.labels = _to_device(part["labels"], self.device)
         # Distributed, each rank takes its share of every shuffled epoch and of every batch.
         self.shard = shard or Shard()
         self.batch_size = self.shard.batch_size(batch_size)
@@ -392,11 +394,13 @@ class BatchLoader:
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield ``(images, labels)``; shuffled and augmented only when a generator is given."""
         order = self._order(generator)
+        if order is not None:
+            order = _to_device(order, self.device)
         count = len(order) if order is not None else len(self.labels)
         for start in range(0, count, self.batch_size):
             index = slice(start, start + self.batch_size)
             if order is not None:
-                index = order[index].to(self.device)
+                index = order[index]
             images = (self.images[index].float() / 255.0 - self.mean) / self.std
             if generator is not None:
                 images = self._augment(images, generator)
@@ -417,6 +421,12 @@ class BatchLoader:
             flip = (torch.rand(len(images), generator=generator) < 0.5).to(images.device)
             images = torch.where(flip[:, None, None, None], images.flip(3), images)
         return images
+
+
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def make_loader(
