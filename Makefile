@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export KEDRO_DISABLE_TELEMETRY := 1
 
-.PHONY: install run repro test lint viz clean
+.PHONY: install run repro test lint viz clean bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ lint: install
 
 viz: install
 	kedro viz run
+
+bench: install  ## benchmarks/results.md, measured here (~25 min on 2 CPU cores); not part of test
+	python benchmarks/bench.py $(BENCH_ARGS)
 
 clean:  ## pipeline outputs only; the virtual environment stays
 	find data -type f ! -name .gitkeep -delete
