@@ -28,8 +28,8 @@ test: install  ## the test suite
 	python -m pytest
 
 lint: install
-	ruff check src tests benchmarks
-	ruff format --check src tests benchmarks
+	ruff check src tests docs benchmarks
+	ruff format --check src tests docs benchmarks
 
 viz: install
 	kedro viz run
