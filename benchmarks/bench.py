@@ -433,8 +433,9 @@ def section_memory(runs: Sequence[StageRun], own_peak: dict[str, float]) -> str:
     return f"""## 5. Peak memory and wall time of each stage
 
 Each stage is its own `kedro run --pipelines <stage>` child process, in DAG order ({order});
-peak memory is the child's peak resident set size (`os.wait4` -> `ru_maxrss`). GPU memory is
-not measured. The bench's own process runs items 1 and 3; its peak only grows.
+peak memory is the stage's peak resident set size (`ru_maxrss`, seen from a small parent,
+`peak_memory.py`: started straight from the bench, a stage inherits the bench's own peak).
+GPU memory is not measured. The bench's own process runs items 1 and 3; its peak only grows.
 {skipped}
 {_table(["run", "stage", "wall s", "peak RSS MiB"], rows)}
 """

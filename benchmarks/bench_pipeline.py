@@ -1,7 +1,7 @@
 """Items 2, 4 and 5: the real pipeline, one ``kedro run --pipelines <stage>`` at a time.
 
 Each stage runs as a child process in a fresh copy of the project, so its wall time and
-peak resident memory (``os.wait4``'s ``ru_maxrss``) are its own. ``teacher`` and
+peak resident memory (``ru_maxrss``, measured by ``peak_memory.py``) are its own. ``teacher`` and
 ``block_search`` can be rerun from scratch (their checkpoints deleted, or they would
 resume) to repeat the search-against-teacher cost.
 """
@@ -27,6 +27,7 @@ from bench_common import ROOT, dotlist, log
 STAGES = ("data_processing", "teacher", "block_search", "distillation", "evaluation", "reporting")
 SEARCHED = ("teacher", "block_search")  # the stages --search-repeats reruns
 CIFAR10_RAW = Path("data/01_raw/cifar10")
+PEAK_MEMORY = Path(__file__).with_name("peak_memory.py")  # starts each stage: see there
 
 
 @dataclass(frozen=True)
@@ -82,19 +83,18 @@ def run_stage(
     command = kedro_command(stage, env, overrides)
     log_path = project.parent / f"{project.name}-{tag}-{stage}.log"
     environment = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "PYTHONUNBUFFERED": "1"}
+    peak_file = log_path.with_suffix(".peak_kib")
     with log_path.open("wb") as output:
         started = time.perf_counter()
-        child = subprocess.Popen(
-            [sys.executable, "-m", *command],
+        returncode = subprocess.call(
+            [sys.executable, str(PEAK_MEMORY), str(peak_file), sys.executable, "-m", *command],
             cwd=project, stdout=output, stderr=subprocess.STDOUT, env=environment,
         )  # fmt: skip
-        _, status, usage = os.wait4(child.pid, 0)
         seconds = time.perf_counter() - started
-    child.returncode = os.waitstatus_to_exitcode(status)
-    if child.returncode != 0:
+    if returncode != 0:
         tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-40:])
-        raise RuntimeError(f"`{shlex.join(command)}` failed ({child.returncode}):\n{tail}")
-    peak_mib = usage.ru_maxrss / 1024  # KiB on Linux
+        raise RuntimeError(f"`{shlex.join(command)}` failed ({returncode}):\n{tail}")
+    peak_mib = int(peak_file.read_text()) / 1024
     log(f"{run} {stage} ({tag}): {seconds:.1f} s, peak RSS {peak_mib:.0f} MiB")
     metrics = search_metrics(project) if stage == "block_search" else None
     return StageRun(run, stage, shlex.join(command), seconds, peak_mib, str(log_path), metrics)
