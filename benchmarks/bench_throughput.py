@@ -22,8 +22,9 @@ from bench_common import ROOT, Spread, log
 from torch import nn
 
 from compactkd import training
-from compactkd.data import load_dataset, make_loader, split_dataset
+from compactkd.data import make_loader
 from compactkd.models import build_model
+from compactkd.pipelines.data_processing.nodes import load_raw_dataset, split_raw_dataset
 from compactkd.training import TrainConfig, config_from_params, epoch_seed, resolve_device, train
 
 
@@ -53,20 +54,8 @@ class Throughput:
 def default_splits(params: Mapping[str, Any], root: Path = ROOT) -> dict[str, Any]:
     """The splits the ``data_processing`` stage would write for these parameters."""
     data = params["data_processing"]
-    raw = load_dataset(
-        data["dataset"],
-        raw_dir=root / data["raw_dir"],
-        download=data["download"],
-        image_folder=data["image_folder"],
-    )
-    return split_dataset(
-        raw,
-        data["dataset"],
-        val_fraction=data["val_fraction"],
-        test_fraction=data["test_fraction"],
-        seed=data["seed"],
-        augmentation=data["augmentation"],
-    )
+    raw = load_raw_dataset({**data, "raw_dir": root / data["raw_dir"]})
+    return split_raw_dataset(raw, data)
 
 
 def bare_train(model: nn.Module, splits: Mapping[str, Any], config: TrainConfig) -> nn.Module:
@@ -75,16 +64,8 @@ def bare_train(model: nn.Module, splits: Mapping[str, Any], config: TrainConfig)
     model.to(device)
     train_loader = make_loader(splits, "train", config.batch_size, device, augment=True)
     val_loader = make_loader(splits, "val", config.batch_size, device)
-    optimizer = torch.optim.SGD(
-        model.parameters(),
-        lr=config.lr,
-        momentum=config.momentum,
-        nesterov=config.nesterov and config.momentum > 0,
-        weight_decay=config.weight_decay,
-    )
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=config.epochs * len(train_loader)
-    )
+    # The same optimiser and schedule as the trainer's: only the loop around them differs.
+    optimizer, scheduler = training.sgd_with_cosine(model, config, len(train_loader))
     autocast = training.autocast(config.mixed_precision, device)  # the trainer's own
     for epoch in range(config.epochs):
         seed = epoch_seed(config.seed, epoch)

@@ -212,6 +212,21 @@ def _train_one_epoch(
     return loss_sum / seen, 100.0 * correct / seen
 
 
+def sgd_with_cosine(
+    model: nn.Module, config: TrainConfig, steps_per_epoch: int
+) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.CosineAnnealingLR]:
+    """SGD with (Nesterov) momentum and a per-step cosine schedule over the whole run."""
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=config.lr,
+        momentum=config.momentum,
+        nesterov=config.nesterov and config.momentum > 0,
+        weight_decay=config.weight_decay,
+    )
+    steps = config.epochs * steps_per_epoch
+    return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+
+
 def train(
     model: nn.Module,
     splits: Mapping[str, Any],
@@ -235,16 +250,7 @@ def train(
     shard = distributed.current()
     train_loader = make_loader(splits, "train", config.batch_size, device, True, shard)
     val_loader = make_loader(splits, "val", config.batch_size, device)
-    optimizer = torch.optim.SGD(
-        model.parameters(),
-        lr=config.lr,
-        momentum=config.momentum,
-        nesterov=config.nesterov and config.momentum > 0,
-        weight_decay=config.weight_decay,
-    )
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=config.epochs * len(train_loader)
-    )
+    optimizer, scheduler = sgd_with_cosine(model, config, len(train_loader))
     checkpoint = Checkpoint(Path(checkpoint_path), fingerprint) if checkpoint_path else None
     history = checkpoint.restore(model, optimizer, scheduler) if checkpoint else []
     replica = distributed.replicate(model, device)  # the model itself in a single process
