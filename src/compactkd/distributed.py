@@ -48,7 +48,7 @@ def start() -> None:
     if not launched() or dist.is_initialized():
         return
     if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(local_device_index())
     dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
 
 
