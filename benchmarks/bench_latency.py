@@ -18,10 +18,10 @@ import torch
 from bench_common import Spread, log
 from torch import nn
 
-from compactkd.blocks.assembly import network_from_package
 from compactkd.costs import count_flops, measure_latency_ms
 from compactkd.export import export_onnx, max_abs_difference, onnx_latency_ms, onnx_session
-from compactkd.serialization import load_model, safe_load
+from compactkd.model_files import load_model, network_from_package
+from compactkd.serialization import safe_load
 
 RUNTIMES = ("pytorch", "onnxruntime")
 BATCHES = (1, 32)

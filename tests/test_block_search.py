@@ -21,11 +21,11 @@ from compactkd.blocks.partition import partition_model
 from compactkd.costs import count_flops, count_params
 from compactkd.data import make_loader
 from compactkd.datasets import TensorDictDataset
+from compactkd.model_files import load_model
 from compactkd.models import build_model
 from compactkd.search import blockwise
 from compactkd.search.blockwise import BlockTrainConfig, pareto_survivors, train_candidates
 from compactkd.search.pool import rebuild_candidate, teacher_costs
-from compactkd.serialization import load_model
 
 FULL_SPACE = {
     "teacher": {},

@@ -14,7 +14,7 @@ from conftest import TINY_RUN as TINY
 from conftest import randomised_teacher, run_session
 
 from compactkd.baselines import fits_budgets, largest_fitting, pruned_blueprint, uniform_width_spec
-from compactkd.blocks.assembly import BlockChoice, Blueprint, network_from_package, network_package
+from compactkd.blocks.assembly import BlockChoice, Blueprint
 from compactkd.blocks.candidates import interface_keeps
 from compactkd.blocks.partition import partition_model
 from compactkd.costs import count_flops, count_params
@@ -23,10 +23,10 @@ from compactkd.distillation import KDConfig, KDObjective, recalibrate_batchnorm
 from compactkd.evaluation import difference_interval
 from compactkd.export import export_onnx, max_abs_difference, onnx_session
 from compactkd.losses import kd_loss
+from compactkd.model_files import load_model, network_from_package, network_package
 from compactkd.models import build_model
 from compactkd.pipelines.distillation.nodes import _student
 from compactkd.search.pool import student_blueprint
-from compactkd.serialization import load_model
 
 CIFAR = (3, 32, 32)
 

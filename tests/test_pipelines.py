@@ -16,9 +16,9 @@ from kedro.pipeline import node
 
 from compactkd import pipeline_registry
 from compactkd.hooks import NodeSummaryHooks
+from compactkd.model_files import load_model
 from compactkd.models import build_model
 from compactkd.pipeline_registry import register_pipelines, use_budgets
-from compactkd.serialization import load_model
 
 TINY = {
     "data_processing": {"dataset": "digits"},

@@ -9,8 +9,9 @@ import torch
 from kedro.io import DatasetError
 
 from compactkd.datasets import TensorDictDataset, TorchModelDataset
+from compactkd.model_files import load_model
 from compactkd.models import build_model
-from compactkd.serialization import CheckpointError, atomic_save, load_model
+from compactkd.serialization import CheckpointError, atomic_save
 
 SPEC = {"name": "resnet20", "num_classes": 4, "in_channels": 3}
 

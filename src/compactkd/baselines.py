@@ -1,29 +1,39 @@
-"""The structures a student must beat at the same budgets (METHOD §7, §8).
+"""The models a run fine-tunes, as recipes: the student and the baselines it must beat at the
+same budgets (METHOD §7, §8).
 
+- ``student``: the chosen blocks with their block-wise weights, KD.
+- ``scratch``: the student's architecture from random weights, cross-entropy alone.
 - ``uniform``: the teacher's architecture with every width scaled by one multiplier, the
-  largest that fits the budgets (randomly initialised).
+  largest that fits the budgets (randomly initialised), KD.
 - ``pruned``: the trained teacher with every layer's channels cut to one kept fraction, the
   largest that fits: inner channels by the L1 norm of their filters, interface (residual)
   channels by the same activation ranking the block search uses; it keeps the teacher's
-  weights.
+  weights, KD.
 
-Both fit FLOPs and parameter budgets, counted on the real modules.
+Both baselines fit the FLOPs and parameter budgets, counted on the real modules.
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import pandas as pd
 import torch
 from torch import nn
 
 from compactkd.blocks.assembly import BlockChoice, Blueprint
 from compactkd.blocks.candidates import interface_keeps
 from compactkd.blocks.partition import partition_model
-from compactkd.costs import count_flops, count_params
+from compactkd.costs import module_costs
+from compactkd.distillation import Recipe, reinitialise
 from compactkd.models import MODELS, build_model
+from compactkd.search.pool import assemble_student, student_blueprint
+
+logger = logging.getLogger(__name__)
 
 FITTED_RESOURCES = ("flops", "params")
 
@@ -32,7 +42,7 @@ def fits_budgets(
     model: nn.Module, input_shape: Sequence[int], budgets: Mapping[str, float]
 ) -> bool:
     """Whether ``model``'s FLOPs and parameters are within the (absolute) budgets given."""
-    costs = {"flops": count_flops(model, input_shape), "params": count_params(model)}
+    costs = module_costs(model, input_shape)
     return all(costs[k] <= budgets[k] for k in FITTED_RESOURCES if budgets.get(k) is not None)
 
 
@@ -90,3 +100,58 @@ def pruned_blueprint(
         lambda f: fits_budgets(blueprint(f).build(teacher), input_shape, budgets)
     )
     return blueprint(fraction)
+
+
+def student_recipe(
+    teacher: nn.Module,
+    input_shape: tuple[int, int, int],
+    spec: Mapping[str, Any],
+    table: pd.DataFrame,
+    candidate_weights: Mapping[str, Any],
+) -> Recipe:
+    student = assemble_student(teacher, input_shape, spec, table, candidate_weights)
+    # A copy per seed: each fine-tune starts from the same weights.
+    return Recipe("student", lambda seed: copy.deepcopy(student), distilled=True, inherited=True)
+
+
+def scratch_recipe(
+    teacher: nn.Module,
+    input_shape: tuple[int, int, int],
+    spec: Mapping[str, Any],
+    table: pd.DataFrame,
+    candidate_weights: Mapping[str, Any],
+) -> Recipe:
+    blueprint = student_blueprint(
+        teacher.spec, input_shape, candidate_weights["keeps"], spec, table
+    )
+    return Recipe("scratch", lambda seed: reinitialise(blueprint.build(), seed), distilled=False)
+
+
+def uniform_recipe(
+    teacher: nn.Module, input_shape: tuple[int, int, int], spec: Mapping[str, Any]
+) -> Recipe:
+    uniform = uniform_width_spec(teacher.spec, input_shape, spec["budgets"])
+    logger.info("uniform baseline: width multiplier %.4f", uniform["width_mult"])
+
+    def initial(seed: int) -> nn.Module:
+        torch.manual_seed(seed)
+        return build_model(uniform)
+
+    return Recipe("uniform", initial, distilled=True, facts={"width_mult": uniform["width_mult"]})
+
+
+def pruned_recipe(
+    teacher: nn.Module,
+    input_shape: tuple[int, int, int],
+    spec: Mapping[str, Any],
+    importance: Sequence[torch.Tensor],
+) -> Recipe:
+    pruned = pruned_blueprint(
+        teacher, input_shape, spec["granularity"], importance, spec["budgets"]
+    )
+    logger.info("pruned baseline: kept fraction %.4f", pruned.blocks[0].in_fraction)
+    network = pruned.build(teacher)
+    fraction = pruned.blocks[0].in_fraction
+    return Recipe(
+        "pruned", lambda seed: copy.deepcopy(network), True, True, {"kept_fraction": fraction}
+    )

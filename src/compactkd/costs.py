@@ -37,6 +37,19 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def module_costs(
+    module: nn.Module, input_shape: Sequence[int], latency: bool = False
+) -> dict[str, float]:
+    """FLOPs and parameters of a part (and its batch-1 latency when asked)."""
+    costs = {
+        "flops": float(count_flops(module, input_shape)),
+        "params": float(count_params(module)),
+    }
+    if latency:
+        costs["latency"] = measure_latency_ms(module, input_shape)
+    return costs
+
+
 def measure_latency_ms(
     model: nn.Module,
     input_shape: Sequence[int],

@@ -310,6 +310,11 @@ def _check_every_class_present(splits: Mapping[str, Any], classes: list[str]) ->
             )
 
 
+def input_shape(splits: Mapping[str, Any]) -> tuple[int, int, int]:
+    """The (channels, height, width) of one image of the splits."""
+    return tuple(splits["train"]["images"].shape[1:])
+
+
 def dataset_card(splits: Mapping[str, Any], seed: int | None = None) -> dict[str, Any]:
     """What a reader needs to know about the prepared data, as JSON-ready values."""
     classes = splits["classes"]

@@ -1,20 +1,36 @@
 """Knowledge distillation for the fine-tunes of the student and the baselines (METHOD §6).
 
 The objective plugs into :func:`compactkd.training.train`, so every model is trained by the
-same loop (progress, checkpoints, resume, history) whatever its loss.
+same loop (progress, checkpoints, resume, history) whatever its loss; :func:`finetune`
+runs one model's recipe once per seed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+import pandas as pd
 import torch
 from torch import nn
 
+from compactkd import distributed
 from compactkd.blocks.assembly import Blueprint
 from compactkd.blocks.partition import Partition, partition_model
-from compactkd.data import BatchLoader
-from compactkd.losses import kd_loss, nmse_terms
+from compactkd.config import config_from_params
+from compactkd.data import BatchLoader, make_loader
+from compactkd.evaluation import evaluate
+from compactkd.losses import kd_loss, nmse, nmse_terms
+from compactkd.training import HISTORY_COLUMNS, TrainConfig, resolve_device, train
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -72,7 +88,7 @@ class KDObjective:
         for part, target, keep in zip(parts, targets, _keeps(blueprint, fractions), strict=True):
             x = part(x)
             error, spread = nmse_terms(x, target[:, keep.to(x.device)])
-            hint = hint + error / spread.clamp_min(1e-12)
+            hint = hint + nmse(error, spread)
         logits = head(x)
         loss = kd_loss(logits, teacher_logits, labels, self.config.alpha, self.config.tau)
         return loss + self.config.beta * hint, logits
@@ -115,3 +131,114 @@ def reinitialise(model: nn.Module, seed: int) -> nn.Module:
         elif isinstance(module, nn.modules.batchnorm._BatchNorm | nn.Linear):
             module.reset_parameters()
     return model
+
+
+MODELS = ("student", "scratch", "uniform", "pruned")  # what a run fine-tunes and compares
+
+
+@dataclass(frozen=True)
+class DistillationConfig:
+    """``conf/base/parameters_distillation.yml``; ``training`` overrides the shared
+    ``training`` block (``parameters_training.yml``)."""
+
+    training: TrainConfig
+    kd: KDConfig = field(default_factory=KDConfig)
+    recalibrate_bn: bool = True  # re-estimate BatchNorm statistics of inherited networks
+    recalibration_batches: int = 20
+    seeds: int = 1
+    baselines: Mapping[str, bool] = field(default_factory=dict)  # name -> run it (default yes)
+    inherited_lr: float = 0.02  # for networks that start from trained weights
+    resume_dir: str = "data/06_models/checkpoints/distillation"
+
+    def __post_init__(self) -> None:
+        unknown = set(self.baselines) - set(MODELS[1:])
+        if unknown:
+            raise ValueError(f"unknown baseline(s) {sorted(unknown)}; valid: {list(MODELS[1:])}")
+        if self.seeds < 1 or self.inherited_lr <= 0 or self.recalibration_batches < 1:
+            raise ValueError("distillation.seeds and recalibration_batches must be at least 1 "
+                             "and inherited_lr positive")  # fmt: skip
+        if self.kd.beta > 0 and distributed.launched():
+            # Hints run the student's parts one by one, around DistributedDataParallel's forward.
+            raise ValueError("distillation.kd.beta > 0 (feature hints) needs a single process; "
+                             "set beta: 0 to fine-tune under torchrun")  # fmt: skip
+
+    @classmethod
+    def from_params(
+        cls, params: Mapping[str, Any], shared_training: Mapping[str, Any]
+    ) -> DistillationConfig:
+        training = {**shared_training, **params.get("training", {})}
+        return config_from_params(cls, {**params, "training": training}, "distillation")
+
+    def runs(self, model: str) -> bool:
+        return model == "student" or bool(self.baselines.get(model, True))
+
+
+@dataclass
+class Recipe:
+    """How one model starts (per seed) and how it is fine-tuned."""
+
+    name: str
+    initial: Callable[[int], nn.Module]  # seed -> the network before fine-tuning
+    distilled: bool  # KD from the teacher, or cross-entropy alone
+    inherited: bool = False  # starts from trained weights: recalibrated, fine-tuned gently
+    facts: dict[str, Any] = field(default_factory=dict)  # e.g. the width a baseline was cut to
+
+
+def run_tag(spec: Mapping[str, Any]) -> str:
+    """Tells checkpoints of different budgets apart (each run also checks its fingerprint)."""
+    chosen = {slot: c["candidate"] for slot, c in spec["blocks"].items()}
+    return hashlib.sha256(json.dumps([spec["budgets"], chosen]).encode()).hexdigest()[:10]
+
+
+def finetune(
+    recipe: Recipe,
+    teacher: nn.Module,
+    splits: Mapping[str, Any],
+    config: DistillationConfig,
+    tag: str,
+) -> tuple[list[nn.Module], pd.DataFrame, dict[str, Any]]:
+    """Fine-tune one model once per seed: the networks, their histories and a summary
+    (seconds, BatchNorm recalibration's effect on the first seed)."""
+    started = time.perf_counter()
+    networks, histories = [], []
+    summary = {"model": recipe.name, "seeds": config.seeds, **recipe.facts}
+    for offset in range(config.seeds):
+        training = dataclasses.replace(config.training, seed=config.training.seed + offset)
+        model = recipe.initial(training.seed)
+        if recipe.inherited:
+            if config.recalibrate_bn:
+                effect = _recalibrate(model, splits, training, config.recalibration_batches)
+                summary.setdefault("recalibration", effect)
+            training = dataclasses.replace(training, lr=config.inherited_lr)
+        model, history = train(
+            model,
+            splits,
+            training,
+            objective=KDObjective(teacher, config.kd) if recipe.distilled else None,
+            checkpoint_path=Path(config.resume_dir) / f"{tag}_{recipe.name}_{offset}.ckpt",
+            fingerprint_extra={
+                "model": recipe.name,
+                "kd": dataclasses.asdict(config.kd) if recipe.distilled else None,
+            },
+            name=f"{recipe.name} (seed {training.seed})",
+        )
+        networks.append(model)
+        histories.append(history.assign(model=recipe.name, seed=training.seed))
+    summary["seconds"] = time.perf_counter() - started
+    history = pd.concat(histories, ignore_index=True)[["model", "seed", *HISTORY_COLUMNS]]
+    return networks, history, summary
+
+
+def _recalibrate(
+    model: nn.Module, splits: Mapping[str, Any], config: TrainConfig, batches: int
+) -> dict[str, float]:
+    """Validation accuracy before and after recalibrating BatchNorm statistics."""
+    device = resolve_device(config.device)
+    val = make_loader(splits, "val", 256, device)
+    train_loader = make_loader(splits, "train", config.batch_size, device, augment=True)
+    model.to(device)
+    before = evaluate(model, val)["top1"]
+    generator = torch.Generator().manual_seed(config.seed)
+    after = evaluate(recalibrate_batchnorm(model, train_loader, batches, generator), val)["top1"]
+    logger.info("BatchNorm recalibrated: validation top-1 %.2f%% -> %.2f%%", before, after)
+    return {"val_top1_before": before, "val_top1_after": after}

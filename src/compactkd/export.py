@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import onnxruntime
@@ -60,3 +61,31 @@ def onnx_latency_ms(
     return median_milliseconds(
         lambda: session.run([OUTPUT_NAME], {INPUT_NAME: images}), warmup, repeats
     )
+
+
+def export_checked(
+    model: nn.Module,
+    images: torch.Tensor,
+    tolerance: float,
+    threads: int = 1,
+    repeats: int = 20,
+) -> tuple[bytes, dict[str, Any]]:
+    """``model`` as ONNX, refused when onnxruntime's logits on ``images`` differ from
+    PyTorch's by more than ``tolerance``; with its size and onnxruntime latency."""
+    shape = tuple(images.shape[1:])
+    onnx_model = export_onnx(model, shape)
+    session = onnx_session(onnx_model, threads)
+    difference = max_abs_difference(session, model, images)
+    if difference > tolerance:
+        raise ValueError(
+            f"the ONNX student's logits differ from PyTorch's by {difference:.2e} "
+            f"(tolerance {tolerance:.0e}): the export is wrong"
+        )
+    latency = {
+        f"onnx_latency_ms_b{batch}": onnx_latency_ms(session, shape, batch, repeats=repeats)
+        for batch in (1, 32)
+    }
+    return onnx_model, {
+        "onnx_max_abs_diff": difference,
+        "onnx_size_bytes": len(onnx_model),
+    } | latency

@@ -13,6 +13,8 @@ from kedro.io import MemoryDataset
 from kedro.pipeline import Pipeline
 from kedro.pipeline.node import Node
 
+from compactkd.config import is_number
+
 logger = logging.getLogger(__name__)
 
 
@@ -128,7 +130,7 @@ def describe(value: Any) -> str:
         headline = [
             f"{prefix}{key} {figures[key]:.4g}"
             for key in HEADLINE_KEYS
-            if isinstance(figures, dict) and _is_number(figures.get(key))
+            if isinstance(figures, dict) and is_number(figures.get(key))
         ]
         return f" ({', '.join(headline[:2])})" if headline else ""
     return ""
@@ -136,7 +138,3 @@ def describe(value: Any) -> str:
 
 # Metric keys worth quoting in a node's summary, most telling first.
 HEADLINE_KEYS = ("test_top1", "val_top1", "top1", "flops_reduction", "params_reduction", "seconds")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)

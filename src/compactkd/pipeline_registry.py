@@ -19,7 +19,8 @@ from compactkd.pipelines import (
     reporting,
     teacher,
 )
-from compactkd.pipelines.sweep import budget_list, budget_namespaces
+from compactkd.pipelines.sweep import budget_namespaces
+from compactkd.search.select import budget_list
 
 _budget_count: int | None = None  # set from the run's parameters by BudgetSweepHooks
 

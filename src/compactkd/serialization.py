@@ -1,4 +1,4 @@
-"""Saving and loading compactkd files: models as spec + state_dict, tensors as dicts.
+"""Writing and reading compactkd files safely (networks themselves: :mod:`compactkd.model_files`).
 
 Everything is written atomically (a temporary file in the same folder, then a rename),
 so an interrupted save never leaves a half-written file where a good one stood, and
@@ -9,16 +9,11 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import torch
-from torch import nn
-
-from compactkd.models import build_model
-
-MODEL_FORMAT = "compactkd.model/1"
 
 
 class CheckpointError(ValueError):
@@ -64,44 +59,3 @@ def safe_load(path: str | Path) -> Any:
         raise CheckpointError(
             f"{path} is not a PyTorch checkpoint ({type(error).__name__}: {error})"
         ) from error
-
-
-def save_model(model: nn.Module, path: str | Path) -> None:
-    """Save a model built by :func:`compactkd.models.build_model` as its spec and weights."""
-    spec = getattr(model, "spec", None)
-    if not isinstance(spec, Mapping):
-        raise CheckpointError(
-            f"{type(model).__name__} has no .spec: build models with compactkd.models.build_model"
-        )
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    atomic_save({"format": MODEL_FORMAT, "spec": dict(spec), "state_dict": state}, path)
-
-
-def load_model(path: str | Path, spec: Mapping[str, Any] | None = None) -> nn.Module:
-    """Rebuild a model saved by :func:`save_model`.
-
-    A bare ``state_dict`` (what most users have of their own trained models) is accepted
-    when ``spec`` says which architecture it belongs to; its keys must match exactly.
-    """
-    content = safe_load(path)
-    if isinstance(content, Mapping) and content.get("format") == MODEL_FORMAT:
-        spec, state = content["spec"], content["state_dict"]
-    elif spec is not None and _is_state_dict(content):
-        state = content
-    else:
-        raise CheckpointError(
-            f"{path} is not a compactkd model (expected format {MODEL_FORMAT!r}, "
-            "or a state_dict together with the model spec it belongs to)"
-        )
-    model = build_model(spec)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as error:
-        raise CheckpointError(f"weights in {path} do not fit the model {spec}: {error}") from error
-    return model
-
-
-def _is_state_dict(content: Any) -> bool:
-    return isinstance(content, Mapping) and all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in content.items()
-    )

@@ -13,10 +13,10 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pandas as pd
 import torch
@@ -25,13 +25,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from compactkd import distributed
+from compactkd.config import config_from_params
 from compactkd.data import BatchLoader, make_loader
 from compactkd.evaluation import evaluate
 from compactkd.serialization import atomic_save, safe_load
 
 logger = logging.getLogger(__name__)
 
-ConfigT = TypeVar("ConfigT")
 HISTORY_COLUMNS = [
     "epoch",
     "train_loss",
@@ -56,25 +56,25 @@ class TrainConfig:
     nesterov: bool = True
     weight_decay: float = 5e-4
     label_smoothing: float = 0.0
+    optimizer: str = "sgd"  # sgd | adam
     seed: int = 0
     device: str = "auto"
     mixed_precision: str = "auto"  # auto (bf16 on CUDA that supports it) | bf16 | off
 
     def __post_init__(self) -> None:
+        check_optimizer(self.optimizer)
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be positive, got {self}")
         check_precision(self.mixed_precision)
         if self.lr <= 0 or not 0 <= self.label_smoothing < 1:
             raise ValueError(f"lr must be positive and label_smoothing in [0, 1), got {self}")
 
-
-def config_from_params(cls: type[ConfigT], params: Mapping[str, Any]) -> ConfigT:
-    """A config dataclass from its parameters block, naming any misspelt key."""
-    valid = [f.name for f in dataclasses.fields(cls)]
-    unknown = set(params) - set(valid)
-    if unknown:
-        raise ValueError(f"unknown training parameter(s) {sorted(unknown)}; valid: {valid}")
-    return cls(**params)
+    @classmethod
+    def from_params(
+        cls, shared: Mapping[str, Any], overrides: Mapping[str, Any] | None, where: str
+    ) -> TrainConfig:
+        """The shared ``training`` block with a stage's own keys over it."""
+        return config_from_params(cls, {**shared, **(overrides or {})}, where)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -212,18 +212,32 @@ def _train_one_epoch(
     return loss_sum / seen, 100.0 * correct / seen
 
 
-def sgd_with_cosine(
-    model: nn.Module, config: TrainConfig, steps_per_epoch: int
-) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.CosineAnnealingLR]:
-    """SGD with (Nesterov) momentum and a per-step cosine schedule over the whole run."""
-    optimizer = torch.optim.SGD(
-        model.parameters(),
-        lr=config.lr,
-        momentum=config.momentum,
-        nesterov=config.nesterov and config.momentum > 0,
-        weight_decay=config.weight_decay,
-    )
-    steps = config.epochs * steps_per_epoch
+OPTIMIZERS = ("sgd", "adam")
+
+
+def check_optimizer(name: str) -> None:
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+
+
+def optimizer_with_cosine(
+    parameters: Iterable[nn.Parameter], config: Any, steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.CosineAnnealingLR]:
+    """The optimiser ``config`` names and a per-step cosine schedule over ``steps`` steps.
+
+    ``config`` is a :class:`TrainConfig` or any settings with ``optimizer``, ``lr``,
+    ``momentum``, ``nesterov`` and ``weight_decay`` (the block search's).
+    """
+    if config.optimizer == "adam":
+        optimizer = torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(
+            parameters,
+            lr=config.lr,
+            momentum=config.momentum,
+            nesterov=config.nesterov and config.momentum > 0,
+            weight_decay=config.weight_decay,
+        )
     return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
 
 
@@ -250,7 +264,9 @@ def train(
     shard = distributed.current()
     train_loader = make_loader(splits, "train", config.batch_size, device, True, shard)
     val_loader = make_loader(splits, "val", config.batch_size, device)
-    optimizer, scheduler = sgd_with_cosine(model, config, len(train_loader))
+    optimizer, scheduler = optimizer_with_cosine(
+        model.parameters(), config, config.epochs * len(train_loader)
+    )
     checkpoint = Checkpoint(Path(checkpoint_path), fingerprint) if checkpoint_path else None
     history = checkpoint.restore(model, optimizer, scheduler) if checkpoint else []
     replica = distributed.replicate(model, device)  # the model itself in a single process

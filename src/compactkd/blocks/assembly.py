@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -20,10 +20,6 @@ from torch import nn
 from compactkd.blocks.candidates import make_candidate_module
 from compactkd.blocks.partition import narrow_head, narrow_stem, partition_model
 from compactkd.models import build_model
-from compactkd.serialization import MODEL_FORMAT, CheckpointError
-
-ASSEMBLED_FORMAT = "compactkd.assembled/1"
-Keeps = Sequence[Mapping[float, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -100,28 +96,3 @@ class Blueprint:
                 for choice in data["blocks"]
             ],
         )
-
-
-def network_package(model: nn.Module) -> dict[str, Any]:
-    """What is saved of a zoo model (spec) or an assembled network (blueprint): plus weights."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    blueprint = getattr(model, "blueprint", None)
-    if isinstance(blueprint, Blueprint):
-        return {"format": ASSEMBLED_FORMAT, "blueprint": blueprint.to_dict(), "state_dict": state}
-    spec = getattr(model, "spec", None)
-    if isinstance(spec, Mapping):
-        return {"format": MODEL_FORMAT, "spec": dict(spec), "state_dict": state}
-    raise CheckpointError(f"{type(model).__name__} has neither a .spec nor a .blueprint")
-
-
-def network_from_package(package: Mapping[str, Any]) -> nn.Module:
-    """Rebuild what :func:`network_package` saved, in eval mode."""
-    kind = package.get("format")
-    if kind == ASSEMBLED_FORMAT:
-        model = Blueprint.from_dict(package["blueprint"]).build()
-    elif kind == MODEL_FORMAT:
-        model = build_model(package["spec"])
-    else:
-        raise CheckpointError(f"unknown network format {kind!r}")
-    model.load_state_dict(package["state_dict"])
-    return model.eval()

@@ -20,6 +20,9 @@ from compactkd.blocks.partition import Partition
 from compactkd.blocks.pruning import ChannelMap, prune_block
 from compactkd.models.mobilenetv2 import ConvBNReLU, InvertedResidual
 
+# Per interface: the sorted indices of its kept channels, by kept fraction.
+Keeps = Sequence[Mapping[float, torch.Tensor]]
+
 # Each family and the hyper-parameters its entry in the design space may list.
 FAMILY_PARAMETERS: dict[str, tuple[str, ...]] = {
     "teacher": (),

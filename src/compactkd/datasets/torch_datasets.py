@@ -12,7 +12,8 @@ from typing import Any
 from kedro.io import AbstractDataset
 from torch import nn
 
-from compactkd.serialization import atomic_save, atomic_write, load_model, safe_load, save_model
+from compactkd.model_files import load_model, save_model
+from compactkd.serialization import atomic_save, atomic_write, safe_load
 
 
 class _TorchFileDataset(AbstractDataset):

@@ -9,18 +9,8 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from kedro.pipeline import Node, Pipeline, node, pipeline
-
-
-def budget_list(budgets: dict[str, Any] | list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``budgets`` as a list: one budget, or several for a sweep (the first is the student's)."""
-    listed = [budgets] if isinstance(budgets, dict) else list(budgets or [])
-    if not listed or not all(isinstance(b, dict) for b in listed):
-        raise ValueError(f"block_search.budgets must be a mapping such as {{flops: 0.5}} or a "
-                         f"non-empty list of them, got {budgets!r}")  # fmt: skip
-    return listed
 
 
 def budget_namespaces(budget_count: int) -> list[str | None]:
@@ -55,3 +45,11 @@ def per_budget(
         for ns in namespaces
     ]
     return sum(copies, Pipeline([]))
+
+
+def stage(name: str, nodes: Pipeline) -> Pipeline:
+    """A stage's nodes grouped under its name (a collapsible group in kedro viz).
+
+    Only the nodes are namespaced: the datasets keep their catalog names.
+    """
+    return pipeline(nodes, namespace=name, prefix_datasets_with_namespace=False)

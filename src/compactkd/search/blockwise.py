@@ -25,30 +25,23 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from compactkd import distributed
-from compactkd.blocks.candidates import Candidate
+from compactkd.blocks.candidates import Candidate, Keeps
 from compactkd.blocks.partition import Partition
 from compactkd.data import BatchLoader, make_loader
-from compactkd.losses import nmse_terms
+from compactkd.evaluation import evaluate
+from compactkd.losses import nmse, nmse_terms
 from compactkd.training import (
     Checkpoint,
     autocast,
+    check_optimizer,
     check_precision,
     epoch_seed,
+    optimizer_with_cosine,
     resolve_device,
     run_fingerprint,
 )
 
 logger = logging.getLogger(__name__)
-
-Keeps = Sequence[Mapping[float, torch.Tensor]]
-
-
-OPTIMIZERS = {
-    "adam": lambda params, lr, wd: torch.optim.Adam(params, lr=lr, weight_decay=wd),
-    "sgd": lambda params, lr, wd: torch.optim.SGD(
-        params, lr=lr, momentum=0.9, nesterov=True, weight_decay=wd
-    ),
-}
 
 
 @dataclass(frozen=True)
@@ -56,9 +49,11 @@ class BlockTrainConfig:
     """How the candidates are trained (``block_search.training`` in the parameters)."""
 
     epochs: int = 2
-    optimizer: str = "adam"  # or "sgd" (Nesterov momentum 0.9)
+    optimizer: str = "adam"  # or "sgd"
     batch_size: int = 32
     lr: float = 6e-3
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = True  # sgd only
     weight_decay: float = 0.0
     subsample: float = 0.15  # fraction of the training split used for block training
     pareto_pruning: bool = True
@@ -72,10 +67,7 @@ class BlockTrainConfig:
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError(f"epochs, batch_size and lr must be positive, got {self}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(
-                f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}"
-            )
+        check_optimizer(self.optimizer)
         if not 0 < self.subsample <= 1:
             raise ValueError(f"subsample must be in (0, 1], got {self.subsample}")
         check_precision(self.mixed_precision)
@@ -204,7 +196,7 @@ class _CandidateLoss(nn.Module):
         references: Mapping[tuple[int, float], int],
     ) -> torch.Tensor:
         terms = _batch_terms(self.candidates, active, trained, self.index_of, inputs, references)
-        return sum(error / spread.clamp_min(1e-12) for error, spread in terms.values())
+        return sum(nmse(error, spread) for error, spread in terms.values())
 
 
 def block_index(partition: Partition) -> dict[str, int]:
@@ -231,7 +223,7 @@ def validation_nmse(
         for c, (error, spread) in terms.items():
             sums[c][0] += float(error)
             sums[c][1] += float(spread)
-    return {c: error / max(spread, 1e-12) for c, (error, spread) in sums.items()}
+    return {c: nmse(error, spread) for c, (error, spread) in sums.items()}
 
 
 def pareto_survivors(
@@ -303,9 +295,8 @@ def train_candidates(
     )
     # Scoring runs no backward pass: larger batches cost less per image.
     val_loader = make_loader(splits, "val", max(config.batch_size, 256), device)
-    optimizer = OPTIMIZERS[config.optimizer](modules.parameters(), config.lr, config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=config.epochs * len(loader)
+    optimizer, scheduler = optimizer_with_cosine(
+        modules.parameters(), config, config.epochs * len(loader)
     )
     extra = {"keeps": [{f: k.tolist() for f, k in keep.items()} for keep in keeps]}
     extra["candidates"] = [c.name for c in candidates]
@@ -410,3 +401,29 @@ def plugin_accuracy(
             x[:, out_keep.to(x.device)] = written
         correct += int((partition.head(x).argmax(dim=1) == labels).sum())
     return 100.0 * correct / loader.num_samples
+
+
+def plugin_drops(
+    partition: Partition,
+    candidates: Sequence[Candidate],
+    keeps: Keeps,
+    active: Sequence[int],
+    splits: Mapping[str, Any],
+    device: torch.device,
+) -> dict[int, float]:
+    """Per active candidate: the teacher's validation top-1 minus its top-1 with only that
+    candidate's block swapped for it (points; lower is better)."""
+    loader = make_loader(splits, "val", 256, device)
+    parts = nn.Sequential(partition.stem, *partition.blocks, partition.head)
+    parts.to(device).eval()  # eval first, so evaluate() leaves the teacher in eval mode
+    teacher_accuracy = evaluate(parts, loader)["top1"]
+    index_of = block_index(partition)
+    drops = {}
+    for c in active:
+        candidate = candidates[c]
+        candidate.module.to(device)
+        swapped = plugin_accuracy(partition, index_of[candidate.block], candidate, keeps, loader)
+        drops[c] = teacher_accuracy - swapped
+        candidate.module.cpu()
+    parts.cpu()
+    return drops

@@ -7,7 +7,6 @@ exact selection (:mod:`compactkd.search.select`) and into the candidate table.
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,18 +19,19 @@ from torch import nn
 from compactkd.blocks.assembly import BlockChoice, Blueprint
 from compactkd.blocks.candidates import (
     Candidate,
+    Keeps,
     block_spaces,
     build_candidates,
     interface_keeps,
     make_candidate_module,
 )
 from compactkd.blocks.partition import Partition, narrow_head, narrow_stem, partition_model
-from compactkd.costs import count_flops, count_params, measure_latency_ms
-from compactkd.data import BatchLoader
-from compactkd.search.blockwise import channel_importance
-from compactkd.search.select import Option, Selection
-
-RESOURCES = ("flops", "params", "latency")
+from compactkd.costs import module_costs
+from compactkd.data import input_shape, make_loader
+from compactkd.evaluation import evaluate
+from compactkd.search.blockwise import channel_importance, importance_loader
+from compactkd.search.config import BlockSearchConfig
+from compactkd.search.select import Option, Selection, resolve_budgets, select
 
 
 @dataclass
@@ -44,36 +44,22 @@ class CandidatePool:
     heads: dict[float, dict[str, float]]  # costs of the head at each kept fraction of x_N
 
 
-def module_costs(module: nn.Module, input_shape: Sequence[int], latency: bool) -> dict[str, float]:
-    """FLOPs and parameters of a part (and its batch-1 latency when asked)."""
-    costs = {
-        "flops": float(count_flops(module, input_shape)),
-        "params": float(count_params(module)),
-    }
-    if latency:
-        costs["latency"] = measure_latency_ms(module, input_shape)
-    return costs
-
-
 def build_pool(
     teacher: nn.Module,
     input_shape: tuple[int, int, int],
-    importance_loader: BatchLoader,
-    settings: Mapping[str, Any],
+    importance: Sequence[torch.Tensor],
+    config: BlockSearchConfig,
 ) -> CandidatePool:
-    """Partition the teacher, rank its interface channels and make every candidate.
+    """Partition the teacher, keep its interface channels by ``importance``, make every candidate.
 
-    ``settings``: ``granularity``, ``interface_fractions``, ``space``, ``blocks``
-    (per-block overrides) and ``latency`` (measure it, or not).
+    Costs are counted on the real modules (and latency measured where ``config.latency``).
     """
     teacher.eval()
-    partition = partition_model(teacher, input_shape, settings["granularity"])
-    spaces = block_spaces(partition.block_names, settings["space"], settings.get("blocks"))
-    keeps = interface_keeps(
-        channel_importance(partition, importance_loader), settings["interface_fractions"]
-    )
+    partition = partition_model(teacher, input_shape, config.granularity)
+    spaces = block_spaces(partition.block_names, config.space, config.blocks)
+    keeps = interface_keeps(importance, config.interface_fractions)
     candidates = build_candidates(partition, spaces, keeps)
-    latency = bool(settings.get("latency"))
+    latency = config.latency
     costs = [module_costs(c.module, _input_shape(partition, c, keeps), latency) for c in candidates]
     last = partition.interfaces[-1]
     stems = {
@@ -212,23 +198,18 @@ def rebuild_candidate(
     )
 
 
-def assemble_student(pool: CandidatePool, selection: Selection) -> nn.Sequential:
-    """Narrowed stem, the chosen candidates with their block-wise weights, narrowed head."""
-    by_name = {c.name: c for c in pool.candidates}
-    chosen = selection.chosen
-    stem = narrow_stem(pool.partition.stem, pool.keeps[0][chosen["stem"].out_fraction])
-    head = narrow_head(pool.partition.head, pool.keeps[-1][chosen["head"].in_fraction])
-    blocks = [by_name[chosen[block].name].module for block in pool.partition.block_names]
-    # A copy: fine-tuning it must not change the pool (a sweep assembles several students).
-    student = copy.deepcopy(nn.Sequential(stem, *blocks, head))
-    return student.requires_grad_(True).eval()
-
-
 def student_spec(
-    selection: Selection, reference: Mapping[str, float], budgets: Mapping[str, float]
+    pool: CandidatePool,
+    selection: Selection,
+    reference: Mapping[str, float],
+    budgets: Mapping[str, float],
+    config: BlockSearchConfig,
 ) -> dict[str, Any]:
     """A person-readable description of the chosen student and its predicted cost."""
     return {
+        "granularity": config.granularity,
+        "interfaces": [list(shape) for shape in pool.partition.interfaces],
+        "score_kind": config.score,
         "blocks": {
             slot: {
                 "candidate": option.name,
@@ -252,8 +233,7 @@ def student_spec(
 def student_blueprint(
     teacher_spec: Mapping[str, Any],
     input_shape: tuple[int, int, int],
-    granularity: str,
-    keeps: Sequence[Mapping[float, torch.Tensor]],
+    keeps: Keeps,
     spec: Mapping[str, Any],
     table: pd.DataFrame,
 ) -> Blueprint:
@@ -271,4 +251,120 @@ def student_blueprint(
         if block not in ("stem", "head")
     ]
     keeps = [dict(k) for k in keeps]
-    return Blueprint(dict(teacher_spec), input_shape, granularity, keeps, choices)
+    return Blueprint(dict(teacher_spec), input_shape, spec["granularity"], keeps, choices)
+
+
+def assemble_student(
+    teacher: nn.Module,
+    input_shape: tuple[int, int, int],
+    spec: Mapping[str, Any],
+    table: pd.DataFrame,
+    candidate_weights: Mapping[str, Any],
+) -> nn.Sequential:
+    """The student a spec describes: the teacher's narrowed stem and head, the chosen
+    candidates with their block-wise trained weights (``candidate_weights``)."""
+    keeps, weights = candidate_weights["keeps"], candidate_weights["weights"]
+    blueprint = student_blueprint(teacher.spec, input_shape, keeps, spec, table)
+    student = blueprint.build(teacher)
+    for position, choice in enumerate(blueprint.blocks):
+        student[1 + position].load_state_dict(weights[spec["blocks"][choice.block]["candidate"]])
+    return student
+
+
+def interface_importance(
+    teacher: nn.Module, splits: Mapping[str, Any], config: BlockSearchConfig
+) -> list[torch.Tensor]:
+    """Mean absolute activation of every channel at every interface, on a seeded sample
+    of ``config.importance_samples`` training images."""
+    training = config.training
+    loader = importance_loader(
+        splits, config.importance_samples, training.seed, training.batch_size
+    )
+    shape = input_shape(splits)
+    partition = partition_model(teacher.eval(), shape, config.granularity)
+    return channel_importance(partition, loader)
+
+
+def check_assembled(
+    teacher: nn.Module,
+    spec: Mapping[str, Any],
+    table: pd.DataFrame,
+    candidate_weights: Mapping[str, Any],
+    splits: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The assembled student's validation top-1 before any fine-tuning; fails when its
+    measured FLOPs and parameters are not what the selection added up."""
+    shape = input_shape(splits)
+    student = assemble_student(teacher, shape, spec, table, candidate_weights)
+    measured = module_costs(student, shape)
+    predicted = {k: spec["predicted"][k] for k in measured}
+    if measured != predicted:
+        raise ValueError(f"the assembled student costs {measured}, not the {predicted} "
+                         "its parts add up to: a part's cost is miscounted")  # fmt: skip
+    top1 = evaluate(student, make_loader(splits, "val", 256))["top1"]
+    return {"spec": dict(spec), "assembled_val_top1": top1}
+
+
+def candidate_scores(table: pd.DataFrame, config: BlockSearchConfig) -> dict[int, float]:
+    """What the selection minimises for each active candidate (by position in the table)."""
+    active = table[table["active"]]
+    if config.score == "plugin_drop":
+        return dict(active["plugin_drop"].astype(float))
+    weights = config.block_weights if config.score == "weighted_nmse" else {}
+    return {i: row.nmse * weights.get(row.block, 1.0) for i, row in active.iterrows()}
+
+
+def feasible_budgets(pool: CandidatePool, config: BlockSearchConfig) -> list[dict[str, float]]:
+    """Every budget of ``config`` in absolute terms; fails, naming the cheapest reachable
+    cost, when the space cannot meet one (the structure alone decides: all scores zero)."""
+    unknown = set(config.block_weights) - set(pool.partition.block_names)
+    if unknown:
+        raise ValueError(f"block_weights name unknown block(s) {sorted(unknown)}; "
+                         f"the blocks are {pool.partition.block_names}")  # fmt: skip
+    reference = teacher_costs(pool)
+    budgets = [resolve_budgets(b, reference) for b in config.budget_list]
+    unscored = selection_options(pool, dict.fromkeys(range(len(pool.candidates)), 0.0), config.pin)
+    for budget in budgets:
+        select(unscored, slots(pool), budget, reference)
+    return budgets
+
+
+def search_metrics(
+    pool: CandidatePool,
+    table: pd.DataFrame,
+    history: pd.DataFrame,
+    teacher_metrics: Mapping[str, Any],
+    checks: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
+    """The figures of ``block_search_metrics.json``; ``checks`` holds each budget's
+    assembled student (its spec and validation top-1 before fine-tuning), first budget first.
+
+    ``seconds`` is the block-wise training's (its epochs, across resumed runs too), set
+    against the teacher's training epochs; a teacher given as a checkpoint has no ratio.
+    """
+    seconds = float(history["seconds"].sum())
+    teacher_seconds = teacher_metrics.get("train_seconds") or None
+    choices = [
+        {
+            "budgets": {
+                k: v / check["spec"]["teacher"][k] for k, v in check["spec"]["budgets"].items()
+            },
+            "predicted_flops_ratio": check["spec"]["ratios"]["flops"],
+            "predicted_params_ratio": check["spec"]["ratios"]["params"],
+            "assembled_val_top1": check["assembled_val_top1"],
+            "chosen": {slot: c["candidate"] for slot, c in check["spec"]["blocks"].items()},
+        }
+        for check in checks
+    ]
+    return {
+        "blocks": len(pool.partition.block_names),
+        "candidates": len(pool.candidates),
+        "active_candidates": int(table["active"].sum()),
+        "block_epochs": len(history),
+        "seconds": seconds,
+        "teacher_train_seconds": teacher_seconds,
+        "overhead_vs_teacher": seconds / teacher_seconds if teacher_seconds else None,
+        **choices[0],
+        "teacher_val_top1": teacher_metrics.get("val_top1"),
+        "sweep": choices[1:],
+    }

@@ -31,15 +31,17 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from numbers import Real
 from typing import Any
 
 import numpy as np
 from scipy import sparse
 from scipy.optimize import Bounds, LinearConstraint, OptimizeResult, milp
 
+from compactkd.config import is_number
+
 __all__ = [
     "InfeasibleBudget",
+    "budget_list",
     "Option",
     "Selection",
     "resolve_budgets",
@@ -119,9 +121,13 @@ class InfeasibleBudget(ValueError):
 # --------------------------------------------------------------------------- budgets
 
 
-def _is_number(value: Any) -> bool:
-    """True for a real number that is not a bool."""
-    return isinstance(value, Real) and not isinstance(value, bool)
+def budget_list(budgets: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """``budgets`` as a list: one budget, or several for a sweep (the first is the student's)."""
+    listed = [budgets] if isinstance(budgets, Mapping) else list(budgets or [])
+    if not listed or not all(isinstance(b, Mapping) for b in listed):
+        raise ValueError(f"block_search.budgets must be a mapping such as {{flops: 0.5}} or a "
+                         f"non-empty list of them, got {budgets!r}")  # fmt: skip
+    return [dict(b) for b in listed]
 
 
 def resolve_budgets(budgets: Mapping[str, Any], reference: Mapping[str, float]) -> dict[str, float]:
@@ -150,7 +156,7 @@ def resolve_budgets(budgets: Mapping[str, Any], reference: Mapping[str, float]) 
     for name, spec in budgets.items():
         if spec is None:
             continue
-        if _is_number(spec):
+        if is_number(spec):
             ratio = float(spec)
             if not 0.0 < ratio <= 1.0:
                 raise ValueError(
@@ -160,7 +166,7 @@ def resolve_budgets(budgets: Mapping[str, Any], reference: Mapping[str, float]) 
             resolved[name] = ratio * float(reference[name])
         elif isinstance(spec, Mapping) and set(spec) == {"absolute"}:
             value = spec["absolute"]
-            if not (_is_number(value) and math.isfinite(value) and value >= 0):
+            if not (is_number(value) and math.isfinite(value) and value >= 0):
                 raise ValueError(
                     f"budget for {name!r} has the absolute value {value!r}, which is not a "
                     f"finite number >= 0; accepted forms: {_ACCEPTED_BUDGET_FORMS}"
@@ -195,7 +201,7 @@ def _check_fraction(option: Option, field: str, expected_none: bool, why: str) -
         raise ValueError(
             f"option {option.name!r} of slot {option.slot!r} needs a {field} ({why}), got None"
         )
-    if not (_is_number(value) and math.isfinite(value) and value > 0):
+    if not (is_number(value) and math.isfinite(value) and value > 0):
         raise ValueError(
             f"option {option.name!r} of slot {option.slot!r} has {field}={value!r}; "
             "expected a finite number > 0"
@@ -239,7 +245,7 @@ def _validate(
             option.slot == last,
             "it is the last slot" if option.slot == last else "it writes an interface",
         )
-        if not (_is_number(option.score) and math.isfinite(option.score)):
+        if not (is_number(option.score) and math.isfinite(option.score)):
             raise ValueError(
                 f"option {option.name!r} of slot {option.slot!r} has the score "
                 f"{option.score!r}; expected a finite number"
@@ -251,14 +257,14 @@ def _validate(
                     f"budgeted resource {resource!r}; its costs are {sorted(option.costs)}"
                 )
             cost = option.costs[resource]
-            if not (_is_number(cost) and math.isfinite(cost)):
+            if not (is_number(cost) and math.isfinite(cost)):
                 raise ValueError(
                     f"option {option.name!r} of slot {option.slot!r} has the {resource} cost "
                     f"{cost!r}; expected a finite number"
                 )
 
     for resource, budget in budgets.items():
-        if not (_is_number(budget) and math.isfinite(budget)):
+        if not (is_number(budget) and math.isfinite(budget)):
             raise ValueError(f"budget for {resource!r} is {budget!r}; expected a finite number")
     return by_slot
 

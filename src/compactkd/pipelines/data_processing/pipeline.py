@@ -7,10 +7,11 @@ from compactkd.pipelines.data_processing.nodes import (
     load_raw_dataset,
     split_raw_dataset,
 )
+from compactkd.pipelines.sweep import stage
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    return pipeline(
+    nodes = pipeline(
         [
             node(load_raw_dataset, "params:data_processing", "raw_dataset", name="load_dataset"),
             node(
@@ -27,3 +28,4 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
         ]
     )
+    return stage("data_processing", nodes)

@@ -1,33 +1,76 @@
-"""``distillation``: student spec -> student and baselines, fine-tuned (once per budget)."""
+"""``distillation``: student spec -> the student and each baseline, fine-tuned (per budget).
+
+One node per model, each with its own outputs, so each resumes alone and a parallel
+runner can train them side by side.
+"""
 
 from collections.abc import Sequence
 
 from kedro.pipeline import Pipeline, node, pipeline
 
-from compactkd.pipelines.distillation.nodes import finetune_models
-from compactkd.pipelines.sweep import per_budget
+from compactkd.distillation import MODELS
+from compactkd.pipelines.distillation.nodes import (
+    finetune_pruned,
+    finetune_scratch,
+    finetune_student,
+    finetune_uniform,
+    gather_histories,
+    gather_summaries,
+)
+from compactkd.pipelines.sweep import per_budget, stage
 
-SHARED_INPUTS = {"teacher_model", "splits", "candidates_table", "candidate_weights"}
-PARAMETERS = {"params:block_search", "params:distillation"}
+SHARED_INPUTS = {
+    "teacher_model", "splits", "candidates_table", "candidate_weights", "interface_importance",
+}  # fmt: skip
+PARAMETERS = {"params:distillation", "params:training"}
+SETTINGS = ["params:distillation", "params:training"]
+FROM_SEARCH = ["student_spec", "candidates_table", "candidate_weights"]
+
+
+def _outputs(model: str) -> list[str]:
+    return [f"{model}_finetuned", f"{model}_finetune_history", f"{model}_finetune_summary"]
 
 
 def create_pipeline(namespaces: Sequence[str | None] = (None,), **kwargs) -> Pipeline:
-    base = pipeline(
-        [
-            node(
-                finetune_models,
-                [
-                    "teacher_model",
-                    "splits",
-                    "student_spec",
-                    "candidates_table",
-                    "candidate_weights",
-                    "params:block_search",
-                    "params:distillation",
-                ],
-                ["finetuned_models", "student_model", "student_history", "distillation_summary"],
-                name="finetune_models",
-            )
-        ]
-    )
-    return per_budget(base, namespaces, SHARED_INPUTS, PARAMETERS)
+    models = [
+        node(
+            finetune_student,
+            ["teacher_model", "splits", *FROM_SEARCH, *SETTINGS],
+            ["student_finetuned", "student_model", *_outputs("student")[1:]],
+            name="finetune_student",
+        ),
+        node(
+            finetune_scratch,
+            ["teacher_model", "splits", *FROM_SEARCH, *SETTINGS],
+            _outputs("scratch"),
+            name="finetune_scratch",
+        ),
+        node(
+            finetune_uniform,
+            ["teacher_model", "splits", "student_spec", *SETTINGS],
+            _outputs("uniform"),
+            name="finetune_uniform",
+        ),
+        node(
+            finetune_pruned,
+            ["teacher_model", "splits", "student_spec", "interface_importance", *SETTINGS],
+            _outputs("pruned"),
+            name="finetune_pruned",
+        ),
+    ]
+    gather = [
+        node(
+            gather_histories,
+            [f"{m}_finetune_history" for m in MODELS],
+            "student_history",
+            name="gather_histories",
+        ),
+        node(
+            gather_summaries,
+            [f"{m}_finetune_summary" for m in MODELS],
+            "distillation_summary",
+            name="gather_summaries",
+        ),
+    ]
+    base = pipeline(models + gather)
+    return stage("distillation", per_budget(base, namespaces, SHARED_INPUTS, PARAMETERS))

@@ -3,10 +3,11 @@
 from kedro.pipeline import Pipeline, node, pipeline
 
 from compactkd.pipelines.reporting.nodes import build_report
+from compactkd.pipelines.sweep import stage
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    return pipeline(
+    nodes = pipeline(
         [
             node(
                 build_report,
@@ -35,3 +36,4 @@ def create_pipeline(**kwargs) -> Pipeline:
             )
         ]
     )
+    return stage("reporting", nodes)

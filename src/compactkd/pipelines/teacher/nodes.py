@@ -13,15 +13,9 @@ from compactkd import distributed
 from compactkd.costs import count_flops, count_params
 from compactkd.data import make_loader
 from compactkd.evaluation import evaluate
+from compactkd.model_files import load_model
 from compactkd.models import build_model
-from compactkd.serialization import load_model
-from compactkd.training import (
-    HISTORY_COLUMNS,
-    TrainConfig,
-    config_from_params,
-    resolve_device,
-    train,
-)
+from compactkd.training import HISTORY_COLUMNS, TrainConfig, resolve_device, train
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +40,15 @@ def _check_fits_data(model: nn.Module, splits: dict[str, Any], source: str) -> N
         )
 
 
-def train_teacher(splits: dict[str, Any], params: dict[str, Any]) -> tuple[nn.Module, pd.DataFrame]:
+def _config(params: dict[str, Any], training: dict[str, Any]) -> TrainConfig:
+    return TrainConfig.from_params(training, params.get("training"), "teacher.training")
+
+
+def train_teacher(
+    splits: dict[str, Any], params: dict[str, Any], training: dict[str, Any]
+) -> tuple[nn.Module, pd.DataFrame]:
     """Train the configured teacher, or load the user's own when ``checkpoint`` is set."""
-    config = config_from_params(
-        TrainConfig, params["training"]
-    )  # bad parameters fail before any work
+    config = _config(params, training)  # bad parameters fail before any work
     spec = _model_spec(splits, params)
     if params.get("checkpoint"):
         model = load_model(params["checkpoint"], spec=spec)
@@ -63,10 +61,14 @@ def train_teacher(splits: dict[str, Any], params: dict[str, Any]) -> tuple[nn.Mo
 
 
 def evaluate_teacher(
-    model: nn.Module, splits: dict[str, Any], history: pd.DataFrame, params: dict[str, Any]
+    model: nn.Module,
+    splits: dict[str, Any],
+    history: pd.DataFrame,
+    params: dict[str, Any],
+    training: dict[str, Any],
 ) -> dict[str, Any]:
     """Test accuracy, cost and training time: ``data/08_reporting/teacher_metrics.json``."""
-    config = config_from_params(TrainConfig, params["training"])
+    config = _config(params, training)
     device, batch_size = resolve_device(config.device), config.batch_size
     test = evaluate(model.to(device), make_loader(splits, "test", batch_size, device))
     val = evaluate(model, make_loader(splits, "val", batch_size, device))

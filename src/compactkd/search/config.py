@@ -1,0 +1,47 @@
+"""The block search's settings (``conf/base/parameters_block_search.yml``) as one dataclass."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from compactkd.search.blockwise import BlockTrainConfig
+from compactkd.search.select import budget_list
+
+SCORES = ("nmse", "weighted_nmse", "plugin_drop")
+
+
+@dataclass(frozen=True)
+class BlockSearchConfig:
+    """What the search may choose from, how candidates train, and what the choice minimises."""
+
+    budgets: Any  # one budget mapping, or a list of them (a sweep; the first is the student's)
+    training: BlockTrainConfig = field(default_factory=BlockTrainConfig)
+    granularity: str = "stage"  # ResNets: one block per stage, or per residual "unit"
+    interface_fractions: Sequence[float] = (1.0,)
+    space: Mapping[str, Any] = field(default_factory=lambda: {"teacher": {}})
+    blocks: Mapping[str, Any] = field(default_factory=dict)  # per-block spaces or families
+    pin: Mapping[str, str] = field(default_factory=dict)
+    score: str = "nmse"
+    block_weights: Mapping[str, float] = field(default_factory=dict)
+    plugin_drop: bool = False  # measure plug-in drops even when they are not the score
+    latency: bool = False  # measure every candidate's latency (needed for a latency budget)
+    importance_samples: int = 1024
+    resume_path: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.score not in SCORES:
+            raise ValueError(f"block_search.score must be one of {SCORES}, got {self.score!r}")
+        if self.importance_samples < 1:
+            raise ValueError("block_search.importance_samples must be at least 1")
+        if any("latency" in b for b in self.budget_list) and not self.latency:
+            raise ValueError("a latency budget needs block_search.latency: true (to measure it)")
+
+    @property
+    def budget_list(self) -> list[dict[str, Any]]:
+        return budget_list(self.budgets)
+
+    @property
+    def wants_plugin_drop(self) -> bool:
+        return self.plugin_drop or self.score == "plugin_drop"
