@@ -19,6 +19,7 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
+from compactkd.blocks.slicing import check_keep, slice_bn, slice_conv, slice_linear_inputs
 from compactkd.models import VGG, InvertedResidual, MobileNetV2, ResNet
 
 __all__ = ["SUPPORTED_FAMILIES", "Partition", "narrow_head", "narrow_stem", "partition_model"]
@@ -252,27 +253,11 @@ def _has_state(module: nn.Module) -> bool:
     return any(True for _ in module.parameters()) or any(True for _ in module.buffers())
 
 
-def _check_keep(keep: Tensor, channels: int) -> Tensor:
-    keep = torch.as_tensor(keep)
-    integral = not (keep.is_floating_point() or keep.is_complex() or keep.dtype == torch.bool)
-    if keep.dim() != 1 or keep.numel() == 0 or not integral:
-        raise ValueError(f"keep must be a non-empty 1-D integer tensor, got {keep!r}")
-    keep = keep.long()
-    if keep.min() < 0 or keep.max() >= channels or keep.unique().numel() != keep.numel():
-        raise ValueError(f"keep must hold distinct channel indices in [0, {channels}), got {keep}")
-    return keep
-
-
-def _slice_(module: nn.Module, names: tuple[str, ...], dim: int, keep: Tensor) -> None:
-    """Replace each named parameter or buffer of ``module`` by its ``keep`` slice along ``dim``."""
-    for name in names:
-        tensor = getattr(module, name)
-        if tensor is None:  # bias=False, affine=False or no running stats
-            continue
-        sliced = tensor.detach().index_select(dim, keep.to(tensor.device))
-        if isinstance(tensor, nn.Parameter):
-            sliced = nn.Parameter(sliced, requires_grad=tensor.requires_grad)
-        setattr(module, name, sliced)
+def _replace(root: nn.Module, old: nn.Module, new: nn.Module) -> None:
+    """Put ``new`` where ``old`` sits inside ``root``."""
+    name = next(n for n, m in root.named_modules() if m is old)
+    parent_name, _, attribute = name.rpartition(".")
+    setattr(root.get_submodule(parent_name), attribute, new)
 
 
 def narrow_stem(stem: nn.Module, keep: Tensor) -> nn.Module:
@@ -289,7 +274,7 @@ def narrow_stem(stem: nn.Module, keep: Tensor) -> nn.Module:
     conv = leaves[convs[-1]]
     if conv.groups != 1:
         raise ValueError(f"the stem's last conv is grouped ({conv.groups}); cannot narrow it")
-    keep = _check_keep(keep, conv.out_channels)
+    keep = check_keep(keep, conv.out_channels)
 
     after = leaves[convs[-1] + 1 :]
     norm = after.pop(0) if after and isinstance(after[0], nn.BatchNorm2d) else None
@@ -297,11 +282,9 @@ def narrow_stem(stem: nn.Module, keep: Tensor) -> nn.Module:
     if stateful:
         raise ValueError(f"cannot narrow a stem with {stateful} after its last conv+BN")
 
-    _slice_(conv, ("weight", "bias"), 0, keep)
-    conv.out_channels = len(keep)
+    _replace(narrowed, conv, slice_conv(conv, keep, torch.arange(conv.in_channels)))
     if norm is not None:
-        _slice_(norm, ("weight", "bias", "running_mean", "running_var"), 0, keep)
-        norm.num_features = len(keep)
+        _replace(narrowed, norm, slice_bn(norm, keep))
     return narrowed
 
 
@@ -331,13 +314,10 @@ def narrow_head(head: nn.Module, keep: Tensor) -> nn.Module:
     if isinstance(layer, nn.Conv2d):
         if layer.groups != 1:
             raise ValueError(f"the head's first conv is grouped ({layer.groups}); cannot narrow")
-        keep = _check_keep(keep, layer.in_channels)
-        _slice_(layer, ("weight",), 1, keep)
-        layer.in_channels = len(keep)
+        keep = check_keep(keep, layer.in_channels)
+        _replace(narrowed, layer, slice_conv(layer, torch.arange(layer.out_channels), keep))
     else:
         if not any(_is_global_pool(m) for m in before):
             raise ValueError("a head's Linear can only be narrowed after a global average pool")
-        keep = _check_keep(keep, layer.in_features)
-        _slice_(layer, ("weight",), 1, keep)
-        layer.in_features = len(keep)
+        _replace(narrowed, layer, slice_linear_inputs(layer, check_keep(keep, layer.in_features)))
     return narrowed

@@ -28,11 +28,11 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import skip_init
 from torchvision.models.mobilenetv2 import InvertedResidual as TVInvertedResidual
 from torchvision.models.resnet import BasicBlock as TVBasicBlock
 from torchvision.models.resnet import Bottleneck as TVBottleneck
 
+from compactkd.blocks.slicing import KeepLike, check_keep, is_depthwise, slice_bn, slice_conv
 from compactkd.models.mobilenetv2 import InvertedResidual
 from compactkd.models.resnet import BasicBlock, PadShortcut
 
@@ -57,8 +57,6 @@ _CHANNELWISE = (
     nn.Dropout2d,
     nn.Identity,
 )
-
-KeepLike = torch.Tensor | Sequence[int]
 
 
 class ChannelMap(nn.Module):
@@ -164,8 +162,8 @@ def prune_block(block: nn.Module, in_keep: KeepLike, out_keep: KeepLike, ratio: 
     convs = [m for m in block.modules() if isinstance(m, nn.Conv2d)]
     # For every supported block the first conv reads the input and the last writes the output
     # (a torchvision downsample conv comes last but writes the same channels as the unit).
-    in_keep = _as_keep(in_keep, convs[0].in_channels, "in_keep")
-    out_keep = _as_keep(out_keep, convs[-1].out_channels, "out_keep")
+    in_keep = check_keep(in_keep, convs[0].in_channels, "in_keep")
+    out_keep = check_keep(out_keep, convs[-1].out_channels, "out_keep")
 
     if kind == "unit":
         pruned = _prune_unit(block, in_keep, out_keep, ratio)
@@ -277,7 +275,7 @@ def _prune_inverted_residual(
     """
     layers = _flatten(unit.conv)
     branch = _prune_chain(layers, in_keep, out_keep, ratio)
-    if _is_depthwise(next(m for m in layers if isinstance(m, nn.Conv2d))):
+    if is_depthwise(next(m for m in layers if isinstance(m, nn.Conv2d))):
         _fold_absent_inputs(layers, branch, in_keep, out_keep)
     # The residual adds the unit's input to its output; on narrowed interfaces those hold
     # different channel sets (in_keep vs out_keep) only for a stage's first unit.
@@ -352,7 +350,7 @@ def _prune_chain(
     keep = in_keep
     pruned: list[nn.Module] = []
     for layer in layers:
-        if isinstance(layer, nn.Conv2d) and _is_depthwise(layer):
+        if isinstance(layer, nn.Conv2d) and is_depthwise(layer):
             if layer is convs[-1]:
                 raise ValueError("a depthwise conv cannot write the block's output")
             if layer is convs[0]:
@@ -360,7 +358,7 @@ def _prune_chain(
                 if not torch.equal(selected, keep):
                     pruned.append(ChannelMap(keep, selected))
                 keep = selected
-            pruned.append(_slice_conv(layer, keep, keep))
+            pruned.append(slice_conv(layer, keep, keep))
         elif isinstance(layer, nn.Conv2d):
             if layer.groups != 1:
                 raise ValueError(f"cannot prune grouped conv {layer} (groups={layer.groups})")
@@ -368,10 +366,10 @@ def _prune_chain(
                 out = out_keep
             else:
                 out = _largest_l1(layer, _inner_width(layer.out_channels, ratio))
-            pruned.append(_slice_conv(layer, out, keep))
+            pruned.append(slice_conv(layer, out, keep))
             keep = out
         elif isinstance(layer, nn.BatchNorm2d):
-            pruned.append(_slice_bn(layer, keep))
+            pruned.append(slice_bn(layer, keep))
         elif isinstance(layer, _CHANNELWISE):
             pruned.append(copy.deepcopy(layer))
         else:
@@ -384,10 +382,6 @@ def _flatten(module: nn.Module) -> list[nn.Module]:
     if isinstance(module, nn.Sequential):
         return [leaf for child in module for leaf in _flatten(child)]
     return [module]
-
-
-def _is_depthwise(conv: nn.Conv2d) -> bool:
-    return conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
 
 
 def _inner_width(channels: int, ratio: float) -> int:
@@ -405,71 +399,3 @@ def _largest_l1(conv: nn.Conv2d, n: int, among: torch.Tensor | None = None) -> t
     candidates = torch.arange(conv.out_channels) if among is None else among
     order = torch.argsort(l1[candidates], descending=True, stable=True)[:n]
     return candidates[order].sort().values
-
-
-def _slice_conv(conv: nn.Conv2d, out_keep: torch.Tensor, in_keep: torch.Tensor) -> nn.Conv2d:
-    """A copy of ``conv`` with output filters ``out_keep`` reading input channels ``in_keep``.
-
-    For a depthwise conv ``out_keep`` equals ``in_keep``: it keeps those channels' filters.
-    """
-    weight = conv.weight.detach()
-    out_idx = out_keep.to(weight.device)
-    depthwise = _is_depthwise(conv)
-    new = skip_init(
-        nn.Conv2d,
-        len(in_keep),
-        len(out_keep),
-        conv.kernel_size,
-        stride=conv.stride,
-        padding=conv.padding,
-        dilation=conv.dilation,
-        groups=len(out_keep) if depthwise else 1,
-        bias=conv.bias is not None,
-        padding_mode=conv.padding_mode,
-        device=weight.device,
-        dtype=weight.dtype,
-    )
-    sliced = weight[out_idx]
-    if not depthwise:
-        sliced = sliced[:, in_keep.to(weight.device)]
-    with torch.no_grad():
-        new.weight.copy_(sliced)
-        if conv.bias is not None:
-            new.bias.copy_(conv.bias.detach()[out_idx])
-    return new
-
-
-def _slice_bn(bn: nn.BatchNorm2d, keep: torch.Tensor) -> nn.BatchNorm2d:
-    """A copy of ``bn`` for channels ``keep``: affine parameters and running statistics."""
-    # A BN without affine parameters or without statistics still has one of the two.
-    reference = bn.weight if bn.affine else bn.running_mean
-    placement = {} if reference is None else {"device": reference.device, "dtype": reference.dtype}
-    new = nn.BatchNorm2d(
-        len(keep),
-        eps=bn.eps,
-        momentum=bn.momentum,
-        affine=bn.affine,
-        track_running_stats=bn.track_running_stats,
-        **placement,
-    )
-    with torch.no_grad():
-        for name in ("weight", "bias", "running_mean", "running_var"):
-            source = getattr(bn, name)
-            if source is not None:
-                getattr(new, name).copy_(source.detach()[keep.to(source.device)])
-        if bn.num_batches_tracked is not None:
-            new.num_batches_tracked.copy_(bn.num_batches_tracked)
-    return new
-
-
-def _as_keep(keep: KeepLike, channels: int, name: str) -> torch.Tensor:
-    """``keep`` as a CPU LongTensor of distinct indices in ``[0, channels)``."""
-    keep = torch.as_tensor(keep).cpu()
-    if keep.ndim != 1 or len(keep) == 0 or keep.is_floating_point() or keep.dtype == torch.bool:
-        raise ValueError(f"{name} must be a non-empty 1-D tensor of channel indices, got {keep}")
-    keep = keep.long()
-    if keep.min() < 0 or keep.max() >= channels:
-        raise ValueError(f"{name} must index {channels} channels, got {keep.tolist()}")
-    if len(keep.unique()) != len(keep):
-        raise ValueError(f"{name} has repeated channels: {keep.tolist()}")
-    return keep
