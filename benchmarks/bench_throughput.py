@@ -25,7 +25,7 @@ from compactkd import training
 from compactkd.data import make_loader
 from compactkd.models import build_model
 from compactkd.pipelines.data_processing.nodes import load_raw_dataset, split_raw_dataset
-from compactkd.training import TrainConfig, config_from_params, epoch_seed, resolve_device, train
+from compactkd.training import TrainConfig, epoch_seed, resolve_device, train
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,9 @@ def bare_train(model: nn.Module, splits: Mapping[str, Any], config: TrainConfig)
     train_loader = make_loader(splits, "train", config.batch_size, device, augment=True)
     val_loader = make_loader(splits, "val", config.batch_size, device)
     # The same optimiser and schedule as the trainer's: only the loop around them differs.
-    optimizer, scheduler = training.sgd_with_cosine(model, config, len(train_loader))
+    optimizer, scheduler = training.optimizer_with_cosine(
+        model.parameters(), config, config.epochs * len(train_loader)
+    )
     autocast = training.autocast(config.mixed_precision, device)  # the trainer's own
     for epoch in range(config.epochs):
         seed = epoch_seed(config.seed, epoch)
@@ -100,9 +102,8 @@ def measure_throughput(params: Mapping[str, Any], repeats: int, epochs: int = 1)
     """Train the default teacher for ``epochs`` with each loop, ``repeats`` rounds, alternating
     which loop goes first; images/s counts training images over the whole call."""
     teacher = params["teacher"]
-    config = dataclasses.replace(
-        config_from_params(TrainConfig, teacher["training"]), epochs=epochs
-    )
+    shared = TrainConfig.from_params(params["training"], teacher["training"], "teacher.training")
+    config = dataclasses.replace(shared, epochs=epochs)
     splits = default_splits(params)
     spec = {
         **teacher["model"],

@@ -75,8 +75,8 @@ Teacher: {teacher["model"]["name"]}, {teacher["epochs"]} epochs. Block search:
 {search["predicted_flops_ratio"]:.3f}x FLOPs, {search["predicted_params_ratio"]:.3f}x params;
 assembled before fine-tuning {search["assembled_val_top1"]:.2f}% validation, teacher
 {search["teacher_val_top1"]:.2f}%). BatchNorm recalibration: {distill.get("recalibration")}.
-Uniform baseline width x{distill["uniform_width_mult"]:.4f}; pruned baseline keeps
-{distill["pruned_fraction"]:.4f} of every layer's channels.
+Uniform baseline width x{distill["models"]["uniform"]["width_mult"]:.4f}; pruned baseline keeps
+{distill["models"]["pruned"]["kept_fraction"]:.4f} of every layer's channels.
 
 ## Test accuracy ({evaluation["teacher"]["top1_ci95"]} is the teacher's 95% interval)
 

@@ -1,5 +1,5 @@
 """The models a run fine-tunes, as recipes: the student and the baselines it must beat at the
-same budgets (METHOD §7, §8).
+same budgets (docs/method.md §7, §8).
 
 - ``student``: the chosen blocks with their block-wise weights, KD.
 - ``scratch``: the student's architecture from random weights, cross-entropy alone.

@@ -1,4 +1,4 @@
-"""Knowledge distillation for the fine-tunes of the student and the baselines (METHOD §6).
+"""Knowledge distillation for the fine-tunes of the student and the baselines (docs/method.md §6).
 
 The objective plugs into :func:`compactkd.training.train`, so every model is trained by the
 same loop (progress, checkpoints, resume, history) whatever its loss; :func:`finetune`

@@ -1,4 +1,4 @@
-"""Candidate student blocks (METHOD §2): the design space, made into modules.
+"""Candidate student blocks (docs/method.md §2): the design space, made into modules.
 
 Every candidate of block ``B_i`` reads interface ``i-1`` at some kept fraction of its
 channels and writes interface ``i`` at some kept fraction. The kept channels of an

@@ -1,4 +1,4 @@
-"""Cut a teacher into ``stem -> B_1 -> ... -> B_N -> head`` (METHOD §1) and narrow its ends (§2).
+"""Cut a teacher into ``stem -> B_1 -> ... -> B_N -> head``, narrow its ends (docs/method.md §1-2).
 
 ``partition_model`` recognises the model family by class and applies that family's split, declared
 once in ``_FAMILIES``. The parts hold the teacher's own modules, so a partition shares weights with

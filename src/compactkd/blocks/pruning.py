@@ -1,4 +1,4 @@
-"""The ``pruned`` candidate family: a teacher block with its inner channels cut (METHOD.md §2).
+"""The ``pruned`` candidate family: a teacher block with its inner channels cut (docs/method.md §2).
 
 ``prune_block(block, in_keep, out_keep, ratio)`` builds a new module from a teacher block that
 

@@ -1,4 +1,4 @@
-"""Block-wise distillation (METHOD §3): every candidate learns its block from one teacher pass.
+"""Block-wise distillation (docs/method.md §3): every candidate learns its block from one pass.
 
 For each batch the frozen teacher runs once and records its interfaces ``x_0 .. x_N``;
 each candidate of block ``i`` maps ``x_{i-1}[:, keep_in]`` to ``x_i[:, keep_out]`` under

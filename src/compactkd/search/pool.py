@@ -23,7 +23,6 @@ from compactkd.blocks.candidates import (
     block_spaces,
     build_candidates,
     interface_keeps,
-    make_candidate_module,
 )
 from compactkd.blocks.partition import Partition, narrow_head, narrow_stem, partition_model
 from compactkd.costs import module_costs
@@ -179,23 +178,6 @@ def candidate_table(
             row["plugin_drop"] = plugin_drop.get(position)
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def rebuild_candidate(
-    partition: Partition,
-    keeps: Sequence[Mapping[float, torch.Tensor]],
-    row: Mapping[str, Any],
-) -> nn.Module:
-    """The module of a row of the candidate table (weights to be loaded by the caller)."""
-    index = partition.block_names.index(row["block"])
-    return make_candidate_module(
-        partition,
-        index,
-        row["family"],
-        json.loads(row["params_json"]),
-        keeps[index][row["in_fraction"]],
-        keeps[index + 1][row["out_fraction"]],
-    )
 
 
 def student_spec(

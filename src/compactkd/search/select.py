@@ -1,4 +1,4 @@
-"""Exact choice of one option per slot under budgets, as a 0/1 integer program (METHOD.md §5).
+"""Exact choice of one option per slot under budgets, as a 0/1 integer program (docs/method.md §5).
 
 The network is a chain of slots ``stem, block_1, ..., block_N, head``; interface ``i`` sits
 between ``slots[i]`` and ``slots[i + 1]``. Every option reads its input interface at some
