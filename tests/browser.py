@@ -23,6 +23,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 from playwright.sync_api import Browser, Page, Route, sync_playwright
 
@@ -36,11 +37,13 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 
-# Kedro-Viz's settings, kept in localStorage: no onboarding tour, every namespace
-# (``budget_2``...) expanded so that the flowchart draws every node, nothing over the graph.
+# Kedro-Viz's settings, kept in localStorage: no onboarding tour, nothing over the graph,
+# every modular pipeline (each stage, each ``budget_k`` in it) collapsed to one node, Kedro-Viz's
+# default (``open_viz(..., expand_all=True)`` draws every node), layers shown.
 VIZ_SETTINGS = {
     "showFeatureHints": False,
-    "expandAllPipelines": True,
+    "expandAllPipelines": False,
+    "layer": {"visible": True},
     "orientation": "vertical",
     "theme": "light",
     "visible": {"sidebar": False, "miniMap": False},
@@ -62,6 +65,25 @@ GRAPH_DRAWN = """() => {
     const labels = [...document.querySelectorAll('.pipeline-flowchart .pipeline-node__text')];
     return !document.querySelector('.pipeline-loading-icon--visible') && labels.length > 0
         && labels.every(label => getComputedStyle(label).opacity === '1');
+}"""
+
+# What the flowchart draws, in the graph's coordinates: every node (``id`` is Kedro-Viz's
+# node id, a modular pipeline's its namespace; ``y`` its centre), every layer band (top ``y``
+# and ``height``) under its label, in the order drawn, and the zoom.
+GRAPH_GEOMETRY = """() => {
+    const chart = document.querySelector('.pipeline-flowchart');
+    const nodes = [...chart.querySelectorAll('.pipeline-node')].map(g => {
+        const at = g.transform.baseVal.consolidate().matrix;
+        const text = g.querySelector('.pipeline-node__text');
+        return {id: g.dataset.id, type: g.dataset.nodeType, x: at.e, y: at.f,
+                text: text ? text.textContent : null, opacity: g.getAttribute('opacity')};
+    });
+    const names = [...chart.querySelectorAll('.pipeline-layer-name')].map(li => li.textContent);
+    const bands = [...chart.querySelectorAll('.pipeline-layer')].map((rect, i) => ({
+        name: names[i], y: rect.y.baseVal.value, height: rect.height.baseVal.value}));
+    const zoom = chart.querySelector('.pipeline-zoom-wrapper');
+    return {nodes, layers: bands, layerNames: names,
+            zoom: zoom ? zoom.getAttribute('transform') : null};
 }"""
 
 
@@ -86,13 +108,21 @@ def free_port() -> int:
     raise RuntimeError("no free localhost port in 20000-31999")
 
 
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never OFFLINE_ENV's proxy
+
+
 def _answers(url: str) -> bool:
-    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with direct.open(url, timeout=5) as response:
+        with _DIRECT.open(url, timeout=5) as response:
             return response.status == 200
     except OSError:
         return False
+
+
+def fetch_json(url: str) -> Any:
+    """The JSON at a localhost ``url`` (e.g. Kedro-Viz's ``api/main``), fetched directly."""
+    with _DIRECT.open(url, timeout=60) as response:
+        return json.load(response)
 
 
 @contextmanager
@@ -186,13 +216,44 @@ def new_page(browser: Browser, width: int, height: int, scale: float = 1) -> Pag
 
 
 def open_viz(
-    browser: Browser, url: str, width: int = 1600, height: int = 1000, scale: float = 1
+    browser: Browser,
+    url: str,
+    width: int = 1600,
+    height: int = 1000,
+    scale: float = 1,
+    *,
+    expand_all: bool = False,
 ) -> Page:
-    """Kedro-Viz at ``url``, with :data:`VIZ_SETTINGS`, once its flowchart is drawn and fitted."""
+    """Kedro-Viz at ``url``, with :data:`VIZ_SETTINGS`, once its flowchart is drawn and fitted.
+
+    ``expand_all``: every modular pipeline expanded, every node drawn (else one node a stage).
+    """
     page = new_page(browser, width, height, scale)
-    settings = json.dumps(json.dumps(VIZ_SETTINGS))
+    settings = json.dumps(json.dumps({**VIZ_SETTINGS, "expandAllPipelines": expand_all}))
     page.add_init_script(f"window.localStorage.setItem('KedroViz', {settings})")
     page.goto(url, wait_until="domcontentloaded")
-    page.wait_for_function(GRAPH_DRAWN, timeout=60_000)
-    page.wait_for_timeout(1000)  # the zoom-to-fit transition
+    wait_drawn(page)
     return page
+
+
+def graph_geometry(page: Page) -> dict[str, Any]:
+    """The flowchart's nodes and layer bands as drawn: see :data:`GRAPH_GEOMETRY`."""
+    return page.evaluate(GRAPH_GEOMETRY)
+
+
+def wait_drawn(page: Page, timeout: float = 60) -> dict[str, Any]:
+    """Wait until the flowchart is drawn and still (layout, fade-in, zoom-to-fit all done).
+
+    Returns its :func:`graph_geometry`.
+    """
+    page.wait_for_function(GRAPH_DRAWN, timeout=timeout * 1000)
+    deadline = time.monotonic() + timeout
+    before = graph_geometry(page)
+    while True:
+        page.wait_for_timeout(400)
+        now = graph_geometry(page)
+        if now == before:
+            return now
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the flowchart still moves after {timeout:.0f} s")
+        before = now

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from scipy import stats
 from torch import nn
 
 from compactkd.data import BatchLoader
@@ -74,14 +75,22 @@ def difference_interval(correct_a: torch.Tensor, correct_b: torch.Tensor) -> dic
     ``correct_*`` are (seeds, images) 0/1 tensors on the same test images. The interval adds
     the paired test-sampling error of the seed-averaged predictions to the seed-to-seed
     error of each model's mean (zero with one seed), so a difference outside it is neither
-    luck of the test set nor of one training run.
+    luck of the test set nor of one training run. With few seeds the seed-to-seed variances
+    are themselves uncertain: the half-width uses Student's t with the Welch-Satterthwaite
+    degrees of freedom of the summed variances, not the normal 1.96.
     """
     a, b = correct_a.double(), correct_b.double()
     paired = a.mean(dim=0) - b.mean(dim=0)
-    sampling = paired.std(unbiased=True) / math.sqrt(paired.numel())
-    seeds = [x.mean(dim=1) for x in (a, b)]
-    training = math.sqrt(sum(float(s.var(unbiased=True)) / len(s) if len(s) > 1 else 0.0
-                             for s in seeds))  # fmt: skip
+    # Each part: (variance of the mean difference, its degrees of freedom).
+    parts = [(float(paired.var(unbiased=True)) / paired.numel(), paired.numel() - 1)]
+    for x in (a, b):
+        seeds = x.mean(dim=1)
+        if len(seeds) > 1:
+            parts.append((float(seeds.var(unbiased=True)) / len(seeds), len(seeds) - 1))
+    variance = sum(v for v, _ in parts)
     difference = 100.0 * float(paired.mean())
-    half = 100.0 * 1.96 * math.sqrt(float(sampling) ** 2 + training**2)
+    if variance == 0:
+        return {"difference": difference, "ci95": [difference, difference]}
+    dof = variance**2 / sum(v**2 / d for v, d in parts if v > 0)
+    half = 100.0 * float(stats.t.ppf(0.975, dof)) * math.sqrt(variance)
     return {"difference": difference, "ci95": [difference - half, difference + half]}
