@@ -1,6 +1,6 @@
 """Kedro-Viz shows the whole DAG: ``kedro viz run`` in headless Chromium, ``kedro viz build``.
 
-Needs Debian's ``chromium`` (``.ci/run`` installs it); without it these tests fail.
+Needs Debian's ``chromium`` (``make test`` installs it); without it these tests fail.
 """
 
 from __future__ import annotations
