@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export KEDRO_DISABLE_TELEMETRY := 1
 
-.PHONY: install run repro test lint viz clean bench
+.PHONY: install run repro dvc test chromium lint viz clean bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,8 +24,22 @@ run: install  ## the full default pipeline
 repro: install  ## the same, through DVC (reruns only what changed)
 	dvc repro
 
-test: install  ## the test suite
+dvc: install  ## dvc.yaml, generated from the Kedro pipelines and catalog (never edited by hand)
+	python -m compactkd.dvc_stages
+
+test: install chromium  ## the test suite
 	python -m pytest
+
+# tests/test_viz.py drives Debian's Chromium headless (never a browser Playwright downloads),
+# installed with its recommended packages, as on the machine where the tests were verified.
+chromium:
+	@if ! command -v chromium >/dev/null; then \
+	    if [ "$$(id -u)" -eq 0 ]; then sudo=""; \
+	    elif command -v sudo >/dev/null; then sudo="sudo"; \
+	    else echo "chromium is missing: install Debian's chromium package as root" >&2; exit 1; fi; \
+	    $$sudo apt-get update -q && \
+	    $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	fi
 
 lint: install
 	ruff check src tests docs benchmarks

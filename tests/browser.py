@@ -175,7 +175,7 @@ def chromium_path() -> str:
     if not Path(path).is_file():
         raise RuntimeError(
             "Debian's Chromium is missing (no `chromium` on PATH, no /usr/bin/chromium): "
-            "run `sudo apt-get install chromium` (.ci/run installs it)."
+            "run `make chromium` (or `sudo apt-get install chromium`; `make test` installs it)."
         )
     return path
 

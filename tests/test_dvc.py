@@ -1,32 +1,154 @@
-"""DVC in a copy of the repository: `dvc repro` runs all stages, then nothing, then only what
-changed; `dvc exp run -S` runs an experiment that `dvc exp show` and `dvc metrics diff` compare."""
+"""``dvc.yaml`` is generated from the Kedro pipelines and catalog, and DVC reruns what changed.
+
+Fast: the committed ``dvc.yaml`` is the generated one, and its stages list the code,
+parameters and files each pipeline uses. Slow, in a copy of the repository: ``dvc repro``
+runs every stage once, then nothing, then what an edit of the code reaches; parameter
+edits show in ``dvc status``; ``dvc exp run -S`` runs an experiment that ``dvc exp show``
+and ``dvc metrics diff`` compare.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+from conftest import PROJECT_ROOT
 
-pytestmark = pytest.mark.slow
+from compactkd.dvc_stages import dvc_stages, render
+
+RUNTIME = "conf/base/parameters_runtime.yml"
+SEARCH = "conf/base/parameters_block_search.yml"
+DISTRIBUTED = "src/compactkd/distributed.py"
+FRAMEWORK = {
+    "conf/base/catalog.yml",
+    "src/compactkd/hooks.py",
+    "src/compactkd/pipeline_registry.py",
+    "src/compactkd/pipelines/sweep.py",
+    "src/compactkd/settings.py",
+}
+
+
+@pytest.fixture(scope="module")
+def generated() -> dict[str, Any]:
+    return dvc_stages(PROJECT_ROOT)
+
+
+@pytest.fixture(scope="module")
+def kedro_run() -> tuple[Any, dict[str, Any]]:
+    """The catalog and the pipelines of a run of ``conf/base``, as Kedro builds them."""
+    from kedro.framework.project import pipelines
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(PROJECT_ROOT)
+    with KedroSession.create(PROJECT_ROOT, env="base") as session:
+        catalog = session.load_context().catalog
+    return catalog, {name: pipe for name, pipe in pipelines.items() if name != "__default__"}
+
+
+def test_committed_dvc_yaml_is_the_generated_one(generated: dict[str, Any]) -> None:
+    committed = (PROJECT_ROOT / "dvc.yaml").read_text()
+    assert committed == render(generated), "dvc.yaml is out of date: run `make dvc`"
+
+
+def test_each_stage_lists_its_code_parameters_and_files(
+    generated: dict[str, Any], kedro_run: tuple[Any, dict[str, Any]]
+) -> None:
+    catalog, pipelines = kedro_run
+    stages = generated["stages"]
+    assert list(stages) == list(pipelines)
+    for name, stage in stages.items():
+        deps, params = set(stage["deps"]), parameters(stage)
+        assert stage["cmd"] == f"kedro run --pipelines {name}"
+        assert deps >= FRAMEWORK, name
+        assert "runtime" in params[RUNTIME], name
+        # Every file the stage reads is a dependency; every file it writes an out or a metric.
+        assert files(catalog, pipelines[name].inputs()) <= deps, name
+        assert files(catalog, pipelines[name].all_outputs()) == outputs(stage), name
+    assert DISTRIBUTED in stages["teacher"]["deps"]  # imported by data.py and training.py
+    assert "src/compactkd/report.py" in stages["reporting"]["deps"]
+    teacher_code = [d for d in stages["teacher"]["deps"] if d.startswith("src/")]
+    assert not [d for d in teacher_code if "report" in d or "pipelines/distillation" in d]
+    assert "data/01_raw" in stages["data_processing"]["deps"]
+    for name in ("distillation", "evaluation"):  # one node per budget
+        assert {"block_search", "block_search.budgets"} & set(parameters(stages[name])[SEARCH])
+    assert "data/08_reporting/metrics.json" in stages["evaluation"]["metrics"]
+    plots = {next(iter(p)) if isinstance(p, dict) else p for p in generated["plots"]}
+    assert plots == {
+        "teacher_accuracy", "teacher_loss", "finetune_accuracy", "sweep_accuracy",
+        "data/08_reporting/pareto.png", "data/08_reporting/curves.png",
+    }  # fmt: skip
+
+
+def parameters(stage: dict[str, Any]) -> dict[str, list[str]]:
+    return {file: keys for entry in stage["params"] for file, keys in entry.items()}
+
+
+def outputs(stage: dict[str, Any]) -> set[str]:
+    return {*stage.get("outs", []), *stage.get("metrics", [])}
+
+
+def files(catalog: Any, names: set[str]) -> set[str]:
+    """The project-relative files of these datasets, as Kedro's catalog resolves them."""
+    found = set()
+    for name in names:
+        dataset = catalog.get(name)
+        path = dataset._describe().get("filepath") if dataset is not None else None
+        if path:
+            found.add(Path(path).relative_to(PROJECT_ROOT).as_posix())
+    return found
+
+
+# ---- DVC in a copy of the repository
+
+
+def run(project: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        # dvc runs `kedro`, which must come from this interpreter's environment ...
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        # ... and import the copy's code.
+        "PYTHONPATH": os.pathsep.join([str(project / "src"), os.environ.get("PYTHONPATH", "")]),
+        "KEDRO_DISABLE_TELEMETRY": "1",
+    }
+    return subprocess.run(
+        [sys.executable, *args], cwd=project, env=env, capture_output=True, text=True
+    )
 
 
 def dvc(project: Path, *args: str) -> str:
-    env = {
-        **os.environ,
-        # dvc runs `kedro`, which must come from this interpreter's environment.
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "KEDRO_DISABLE_TELEMETRY": "1",
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "dvc", *args], cwd=project, env=env, capture_output=True, text=True
-    )
+    done = run(project, "-m", "dvc", *args)
     assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout + done.stderr
+    return done.stdout
+
+
+def ran(output: str) -> list[str]:
+    return re.findall(r"Running stage '([^']+)'", output)
+
+
+def changed(project: Path) -> dict[str, Any]:
+    """``dvc status``: the stages whose own code, parameters or inputs changed."""
+    return json.loads(dvc(project, "status", "--json"))
+
+
+def downstream(stages: dict[str, Any], names: set[str]) -> set[str]:
+    """The stages that read what ``names`` write, directly or not."""
+    found = set(names)
+    while True:
+        written = set().union(*(outputs(stages[n]) for n in found))
+        more = {n for n, stage in stages.items() if written & set(stage["deps"])} - found
+        if not more:
+            return found - names
+        found |= more
 
 
 def set_param(path: Path, key: str, value: str) -> None:
@@ -35,63 +157,89 @@ def set_param(path: Path, key: str, value: str) -> None:
     path.write_text(text)
 
 
-def git(project: Path, *args: str) -> None:
+def git(project: Path, *args: str) -> str:
     identity = ["-c", "user.name=t", "-c", "user.email=t@t"]
-    subprocess.run(["git", *identity, *args], cwd=project, check=True)
+    done = subprocess.run(["git", *identity, *args], cwd=project, check=True, capture_output=True)
+    return done.stdout.decode().strip()
 
 
 def set_single_budget(path: Path) -> None:
-    """One budget: the sweep folders stay empty, and DVC must still accept them as outs."""
     params = yaml.safe_load(path.read_text())
     params["block_search"]["budgets"] = [{"flops": 0.5, "params": 0.2}]
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+@pytest.mark.slow
 def test_repro_runs_each_stage_once_and_reruns_only_what_changed(project_copy: Path) -> None:
     conf = project_copy / "conf" / "base"
     set_single_budget(conf / "parameters_block_search.yml")
     set_param(conf / "parameters_data_processing.yml", "dataset", "digits")
-    set_param(conf / "parameters_teacher.yml", "epochs", "1")
-    set_param(conf / "parameters_teacher.yml", "device", "cpu")
-    for stage in ("block_search", "distillation"):
+    for stage in ("teacher", "block_search", "distillation"):
         set_param(conf / f"parameters_{stage}.yml", "epochs", "1")
         set_param(conf / f"parameters_{stage}.yml", "device", "cpu")
     set_param(conf / "parameters_evaluation.yml", "latency_repeats", "3")
 
-    first = dvc(project_copy, "repro")
-    assert "Running stage 'data_processing'" in first and "Running stage 'teacher'" in first
+    # One budget: no budget_2 namespace, so dvc.yaml must be generated again.
+    check = run(project_copy, "-m", "compactkd.dvc_stages", "--check")
+    assert check.returncode == 1 and "-      - data/06_models/sweep/budget_2/" in check.stdout
+    assert run(project_copy, "-m", "compactkd.dvc_stages").returncode == 0
+    stages = yaml.safe_load((project_copy / "dvc.yaml").read_text())["stages"]
+    assert "budget_2" not in (project_copy / "dvc.yaml").read_text()
+
+    assert ran(dvc(project_copy, "repro")) == list(stages)  # each stage once, in order
     assert (project_copy / "data" / "08_reporting" / "teacher_metrics.json").is_file()
     assert (project_copy / "dvc.lock").is_file()
-
     second = dvc(project_copy, "repro")
-    assert "Running stage" not in second and "up to date" in second
+    assert ran(second) == [] and "up to date" in second
 
-    set_param(conf / "parameters_teacher.yml", "lr", "0.05")
-    third = dvc(project_copy, "repro")
-    assert "Running stage 'teacher'" in third and "Running stage 'data_processing'" not in third
+    # Code: the stages that import distributed.py (their deps say which) rerun, and at most
+    # what reads their outputs; data.py imports it, so data_processing is one of them.
+    touched = {name for name, stage in stages.items() if DISTRIBUTED in stage["deps"]}
+    assert {"data_processing", "teacher"} <= touched
+    with (project_copy / DISTRIBUTED).open("a") as source:
+        source.write("# an edit\n")
+    third = ran(dvc(project_copy, "repro"))
+    assert len(third) == len(set(third)) and touched <= set(third)
+    assert set(third) <= touched | downstream(stages, touched)
+    assert ran(dvc(project_copy, "repro")) == []
+
+    # Parameters: `dvc status` names the stages whose parameters changed, and only them.
+    runtime, teacher = conf / "parameters_runtime.yml", conf / "parameters_teacher.yml"
+    saved = {path: path.read_text() for path in (runtime, teacher)}
+    set_param(runtime, "threads", "1")
+    status = changed(project_copy)
+    assert set(status) == set(stages) and all("runtime" in str(status[n]) for n in stages)
+    runtime.write_text(saved[runtime])
+    set_param(teacher, "lr", "0.05")
+    assert set(changed(project_copy)) == {"teacher"}
+    teacher.write_text(saved[teacher])
+    assert changed(project_copy) == {}
     assert "test_top1" in dvc(project_copy, "metrics", "show")
-    assert (project_copy / "data" / "08_reporting" / "metrics.json").is_file()
 
     # An experiment on a distillation setting reruns distillation and what follows, nothing
     # upstream, and is compared with the committed baseline run.
     git(project_copy, "add", "-A")
     git(project_copy, "commit", "-qm", "baseline run")
+    branch = git(project_copy, "rev-parse", "--abbrev-ref", "HEAD")
     alpha = "conf/base/parameters_distillation.yml:distillation.kd.alpha"
     experiment = dvc(project_copy, "exp", "run", "-n", "alpha07", "-S", f"{alpha}=0.7")
-    assert "Running stage 'distillation'" in experiment
-    assert "Running stage 'evaluation'" in experiment and "Running stage 'reporting'" in experiment
-    assert "Running stage 'block_search'" not in experiment
-    assert "Running stage 'teacher'" not in experiment
-    shown = dvc(project_copy, "exp", "show", "--csv")
-    rows = {line.split(",")[0] for line in shown.splitlines()}
-    assert {"workspace", "main"} <= rows or "alpha07" in shown, shown
-    assert "alpha07" in shown and "0.7" in shown and "0.5" in shown
-    diff = dvc(project_copy, "metrics", "diff", "--all", "--json")
+    assert ran(experiment) == ["distillation", "evaluation", "reporting"]
+    rows = list(csv.DictReader(io.StringIO(dvc(project_copy, "exp", "show", "--csv"))))
+    column = next(c for c in rows[0] if c.endswith("distillation.kd.alpha"))
+    by_name = {row["Experiment"] or row["rev"]: row for row in rows}
+    assert {"workspace", branch, "alpha07"} <= set(by_name), list(by_name)
+    assert by_name[branch][column] == "0.5" and by_name["alpha07"][column] == "0.7"
+    diff = json.loads(dvc(project_copy, "metrics", "diff", "--all", "--json"))
     assert "data/08_reporting/metrics.json" in diff
 
-    # The history and sweep plots render, with their axis labels.
+    # The history and sweep plots render, with their axis labels, and the report's images.
     dvc(project_copy, "plots", "show", "-o", "plots")
     page = (project_copy / "plots" / "index.html").read_text()
-    for label in ("FLOPs (fraction of the teacher", "test top-1 (%)", "validation accuracy (%)"):
+    for label in (
+        "FLOPs (fraction of the teacher",
+        "test top-1 (%)",
+        "validation accuracy (%)",
+        "cross-entropy loss",
+    ):
         assert label in page
-    assert "pareto.png" in page
+    assert "pareto.png" in page and "curves.png" in page

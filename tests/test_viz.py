@@ -5,7 +5,7 @@ clicked; every catalog entry has a Kedro data layer, so the flowchart reads top-
 ``raw`` to ``reporting`` in labelled bands. Expected nodes and groups come from the pipeline
 registry, expected layers from the catalog.
 
-Needs Debian's ``chromium`` (``.ci/run`` installs it); without it these tests fail.
+Needs Debian's ``chromium`` (``make test`` installs it); without it these tests fail.
 """
 
 from __future__ import annotations
