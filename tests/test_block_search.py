@@ -8,7 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import run_session
+import yaml
+from helpers import TINY_RUN, run_session
 from torch import nn
 
 from compactkd.blocks.candidates import (
@@ -16,16 +17,19 @@ from compactkd.blocks.candidates import (
     build_candidates,
     expand_space,
     interface_keeps,
+    make_candidate_module,
 )
 from compactkd.blocks.partition import partition_model
-from compactkd.costs import count_flops, count_params
+from compactkd.config import config_from_params
+from compactkd.costs import count_flops, count_params, module_costs
 from compactkd.data import make_loader
 from compactkd.datasets import TensorDictDataset
 from compactkd.model_files import load_model
 from compactkd.models import build_model
 from compactkd.search import blockwise
 from compactkd.search.blockwise import BlockTrainConfig, pareto_survivors, train_candidates
-from compactkd.search.pool import rebuild_candidate, teacher_costs
+from compactkd.search.config import BlockSearchConfig
+from compactkd.search.pool import CandidatePool, candidate_scores, teacher_costs
 
 FULL_SPACE = {
     "teacher": {},
@@ -72,10 +76,11 @@ def test_teacher_candidate_at_full_width_is_the_teacher_block() -> None:
     keeps = random_keeps(partition)
     candidates = build_candidates(partition, block_spaces(partition.block_names, FULL_SPACE), keeps)
     x = partition.interface_tensors(torch.randn(2, 3, 32, 32))
-    for c in candidates:
-        if c.family == "teacher" and c.in_fraction == c.out_fraction == 1.0:
-            i = partition.block_names.index(c.block)
-            assert torch.allclose(c.module.eval()(x[i]), x[i + 1], atol=1e-5)
+    own = [c for c in candidates if c.family == "teacher" and c.in_fraction == c.out_fraction == 1]
+    assert [c.block for c in own] == partition.block_names  # one per block, each checked
+    for c in own:
+        i = partition.block_names.index(c.block)
+        assert torch.allclose(c.module.eval()(x[i]), x[i + 1], atol=1e-5)
 
 
 def test_flops_of_known_modules_match_hand_counts() -> None:
@@ -91,8 +96,6 @@ def test_flops_of_known_modules_match_hand_counts() -> None:
 
 
 def test_teacher_cost_is_the_sum_of_its_parts() -> None:
-    from compactkd.search.pool import CandidatePool, module_costs
-
     teacher = build_model({"name": "resnet20", "num_classes": 10, "in_channels": 3}).eval()
     partition = partition_model(teacher, (3, 32, 32))
     keeps = random_keeps(partition, (1.0,))
@@ -200,16 +203,17 @@ def test_block_training_uses_one_teacher_pass_per_batch_and_lowers_nmse(
 # ---------------------------------------------------------------- the pipeline
 
 
-TINY = {
-    "data_processing": {"dataset": "digits"},
-    "teacher": {"training": {"epochs": 1, "device": "cpu"}},
-    "block_search": {
-        "training": {"epochs": 1, "device": "cpu"},
-        "importance_samples": 256,
-        # merged into the default space: a randomly initialised family beside teacher, pruned
-        "space": {"conv": {"depth": 1, "width": 0.5}},
-    },
-}
+def rebuilt_candidate(partition, keeps, row: dict) -> nn.Module:
+    """The module of a row of the candidate table, untrained (weights to be loaded)."""
+    index = partition.block_names.index(row["block"])
+    return make_candidate_module(
+        partition,
+        index,
+        row["family"],
+        json.loads(row["params_json"]),
+        keeps[index][row["in_fraction"]],
+        keeps[index + 1][row["out_fraction"]],
+    )
 
 
 @pytest.mark.slow
@@ -217,7 +221,7 @@ def test_block_search_pipeline_writes_table_and_spec_within_budget(
     project_copy: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(project_copy)
-    run_session(project_copy, ["data_processing", "teacher", "block_search"], TINY)
+    run_session(project_copy, ["data_processing", "teacher", "block_search"], TINY_RUN)
     table = pd.read_csv(project_copy / "data/07_model_output/candidates.csv")
     assert {"block", "family", "flops", "params", "nmse", "in_fraction", "out_fraction"} <= set(
         table.columns
@@ -225,20 +229,35 @@ def test_block_search_pipeline_writes_table_and_spec_within_budget(
     # 3 stages x (the teacher's own block + 4 width pairs x (2 pruned ratios + conv))
     assert len(table) == 3 * (1 + 4 * 3)
     assert set(table["family"]) == {"teacher", "pruned", "conv"}
-    spec = json.loads((project_copy / "data/07_model_output/student_spec.json").read_text())
-    assert spec["ratios"]["flops"] <= 0.5 and spec["ratios"]["params"] <= 0.2
-    chosen = spec["blocks"]
+    importance = TensorDictDataset(filepath="data/06_models/interface_importance.pt").load()
+    assert [len(i) for i in importance] == [16, 16, 32, 64]  # x_0..x_3 of ResNet-20
+    budgets = TINY_RUN["block_search"]["budgets"]
+    specs = [
+        json.loads((project_copy / "data/07_model_output" / path).read_text())
+        for path in ("student_spec.json", "sweep/budget_2/student_spec.json")
+    ]
     names = ["stem", "block_1", "block_2", "block_3", "head"]
-    assert list(chosen) == names
-    for left, right in zip(names, names[1:], strict=False):
-        assert chosen[left]["out_fraction"] == chosen[right]["in_fraction"]
+    for spec, budget in zip(specs, budgets, strict=True):
+        assert spec["ratios"]["flops"] <= budget["flops"]
+        assert spec["ratios"]["params"] <= budget["params"]
+        assert spec["granularity"] == "stage" and spec["score_kind"] == "nmse"
+        chosen = spec["blocks"]
+        assert list(chosen) == names
+        for left, right in zip(names, names[1:], strict=False):
+            assert chosen[left]["out_fraction"] == chosen[right]["in_fraction"]
     metrics = json.loads((project_copy / "data/08_reporting/block_search_metrics.json").read_text())
     assert metrics["candidates"] == 39 and metrics["blocks"] == 3
-    assert metrics["overhead_vs_teacher"] > 0
+    assert metrics["overhead_vs_teacher"] > 0 and metrics["seconds"] > 0
+    assert metrics["budgets"] == pytest.approx(budgets[0])
+    assert metrics["chosen"] == {slot: c["candidate"] for slot, c in specs[0]["blocks"].items()}
+    (second,) = metrics["sweep"]  # each further budget's choice, assembled and checked
+    assert second["budgets"] == pytest.approx(budgets[1])
+    for choice in (metrics, second):
+        assert 0 <= choice["assembled_val_top1"] <= 100
 
     # A rerun of the same settings resumes from the last checkpoint: nothing is retrained.
     history = pd.read_csv("data/08_reporting/block_search_history.csv")
-    run_session(project_copy, ["block_search"], TINY)
+    run_session(project_copy, ["block_search"], TINY_RUN)
     assert pd.read_csv("data/08_reporting/block_search_history.csv").equals(history)
 
     # The saved weights rebuild every candidate, and they are the block-wise trained ones.
@@ -247,23 +266,25 @@ def test_block_search_pipeline_writes_table_and_spec_within_budget(
     partition = partition_model(teacher, (1, 8, 8))
     table = pd.read_csv("data/07_model_output/candidates.csv")
     for row in table.to_dict("records"):
-        module = rebuild_candidate(partition, saved["keeps"], row)
+        module = rebuilt_candidate(partition, saved["keeps"], row)
         module.load_state_dict(saved["weights"][row["candidate"]])  # strict: same structure
     trained = table[table["family"] == "pruned"].iloc[0].to_dict()
-    start = rebuild_candidate(partition, saved["keeps"], trained).state_dict()
+    start = rebuilt_candidate(partition, saved["keeps"], trained).state_dict()
     weights = saved["weights"][trained["candidate"]]
     assert any(not torch.equal(start[key], weights[key]) for key in start)
 
     # An impossible budget fails before any training, naming the smallest reachable cost.
     (project_copy / "data/07_model_output/candidates.csv").unlink()
-    impossible = {**TINY, "block_search": {**TINY["block_search"], "budgets": [{"params": 0.01}]}}
+    search = TINY_RUN["block_search"]
+    impossible = {**TINY_RUN, "block_search": {**search, "budgets": [{"params": 0.01}]}}
     with pytest.raises(Exception, match="params budget .* below the smallest reachable"):
         run_session(project_copy, ["block_search"], impossible)
     assert not (project_copy / "data/07_model_output/candidates.csv").exists()
 
-    misnamed = {**TINY, "block_search": {**TINY["block_search"], "pin": {"block_7": "teacher"}}}
+    misnamed = {**TINY_RUN, "block_search": {**search, "pin": {"block_7": "teacher"}}}
     with pytest.raises(Exception, match=r"unknown block\(s\) \['block_7'\]"):
         run_session(project_copy, ["block_search"], misnamed)
+    assert not (project_copy / "data/07_model_output/candidates.csv").exists()
 
 
 def small_pool_parts(space: dict) -> tuple:
@@ -316,6 +337,12 @@ def test_plugin_accuracy_of_the_teacher_block_is_the_teachers(digits_splits: dic
     reference = evaluate(teacher, loader)["top1"]
     own = next(c for c in candidates if c.family == "teacher" and c.block == "block_2")
     assert blockwise.plugin_accuracy(partition, 1, own, keeps, loader) == reference
+    # The drop is the teacher's accuracy minus that: none for the teacher's own block.
+    position = candidates.index(own)
+    drops = blockwise.plugin_drops(
+        partition, candidates, keeps, [position], digits_splits, torch.device("cpu")
+    )
+    assert drops == {position: 0.0}
 
 
 def test_latency_is_measured_in_milliseconds() -> None:
@@ -326,22 +353,56 @@ def test_latency_is_measured_in_milliseconds() -> None:
     assert 0 < latency < 1000 and torch.get_num_threads() == threads
 
 
+def default_search_params() -> dict:
+    conf = Path(__file__).parents[1] / "conf/base/parameters_block_search.yml"
+    return yaml.safe_load(conf.read_text())["block_search"]
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
         ({"granularty": "unit"}, r"unknown block_search setting\(s\) \['granularty'\]"),
         ({"score": "accuracy"}, "score must be one of"),
+        ({"importance_samples": 0}, "importance_samples must be at least 1"),
         ({"budgets": {"latency": 0.5}}, "latency budget needs block_search.latency: true"),
-        ({"training": {"epoch": 3}}, r"unknown training parameter\(s\) \['epoch'\]"),
+        ({"budgets": []}, "budgets must be a mapping"),
+        ({"training": {"epoch": 3}}, r"unknown block_search.training setting\(s\) \['epoch'\]"),
         ({"training": {"optimizer": "lion"}}, "optimizer must be one of"),
     ],
 )
 def test_misnamed_block_search_settings_are_refused(change: dict, message: str) -> None:
-    import yaml
+    params = default_search_params() | change
+    with pytest.raises(ValueError, match=message):
+        config_from_params(BlockSearchConfig, params, "block_search")
 
-    from compactkd.pipelines.block_search.nodes import check_settings
 
-    conf = Path(__file__).parents[1] / "conf/base/parameters_block_search.yml"
-    params = yaml.safe_load(conf.read_text())["block_search"] | change
-    with pytest.raises((ValueError, TypeError), match=message):
-        check_settings(params)
+def test_block_search_settings_read_nested_training_and_defaults() -> None:
+    config = config_from_params(BlockSearchConfig, default_search_params(), "block_search")
+    assert isinstance(config.training, BlockTrainConfig) and config.training.optimizer == "adam"
+    assert [b["flops"] for b in config.budget_list] == [0.5, 0.25]
+    assert not config.wants_plugin_drop
+    scored = config_from_params(
+        BlockSearchConfig, {"budgets": {"flops": 0.5}, "score": "plugin_drop"}, "block_search"
+    )
+    assert scored.wants_plugin_drop and scored.training == BlockTrainConfig()
+    assert scored.budget_list == [{"flops": 0.5}]
+
+
+def test_candidate_scores_follow_the_score_setting() -> None:
+    table = pd.DataFrame(
+        {
+            "block": ["block_1", "block_1", "block_2"],
+            "nmse": [0.2, 0.4, 0.1],
+            "plugin_drop": [1.5, 3.0, 0.5],
+            "active": [True, False, True],  # an inactive candidate has no score
+        }
+    )
+
+    def scores(**settings) -> dict[int, float]:
+        config = config_from_params(BlockSearchConfig, {"budgets": {}, **settings}, "search")
+        return candidate_scores(table, config)
+
+    assert scores() == {0: 0.2, 2: 0.1}
+    assert scores(score="nmse", block_weights={"block_2": 10.0}) == {0: 0.2, 2: 0.1}
+    assert scores(score="weighted_nmse", block_weights={"block_2": 10.0}) == {0: 0.2, 2: 1.0}
+    assert scores(score="plugin_drop") == {0: 1.5, 2: 0.5}

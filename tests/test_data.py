@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_images
+from helpers import write_images
 
 from compactkd.data import (
     DataError,

@@ -4,29 +4,42 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY_RUN as TINY
-from conftest import randomised_teacher, run_session
+from helpers import TINY_RUN, randomised_teacher, run_session
 
+import compactkd.comparison as comparison
 from compactkd.baselines import fits_budgets, largest_fitting, pruned_blueprint, uniform_width_spec
 from compactkd.blocks.assembly import BlockChoice, Blueprint
 from compactkd.blocks.candidates import interface_keeps
 from compactkd.blocks.partition import partition_model
+from compactkd.comparison import EvaluationConfig, compare, sweep_rows, sweep_table
 from compactkd.costs import count_flops, count_params
 from compactkd.datasets import TensorDictDataset
-from compactkd.distillation import KDConfig, KDObjective, recalibrate_batchnorm
+from compactkd.distillation import (
+    MODELS,
+    DistillationConfig,
+    KDConfig,
+    KDObjective,
+    recalibrate_batchnorm,
+)
 from compactkd.evaluation import difference_interval
-from compactkd.export import export_onnx, max_abs_difference, onnx_session
-from compactkd.losses import kd_loss
+from compactkd.export import export_checked, export_onnx, max_abs_difference, onnx_session
+from compactkd.losses import kd_loss, nmse, nmse_terms
 from compactkd.model_files import load_model, network_from_package, network_package
 from compactkd.models import build_model
-from compactkd.pipelines.distillation.nodes import _student
-from compactkd.search.pool import student_blueprint
+from compactkd.pipelines.distillation.nodes import (
+    finetune_uniform,
+    gather_histories,
+    gather_summaries,
+)
+from compactkd.pipelines.evaluation.nodes import measure_teacher
+from compactkd.search.pool import assemble_student, check_assembled
 
 CIFAR = (3, 32, 32)
 
@@ -64,6 +77,52 @@ def test_kd_settings_are_checked() -> None:
     for bad in ({"alpha": 1.5}, {"tau": 0}, {"beta": -1}):
         with pytest.raises(ValueError, match="KD needs"):
             KDConfig(**bad)
+
+
+def test_nmse_is_zero_for_a_copy_and_one_for_the_channel_mean() -> None:
+    torch.manual_seed(0)
+    target = torch.randn(4, 3, 5, 5)
+    assert nmse(*nmse_terms(target.clone(), target)).item() == 0.0
+    mean = target.mean(dim=(0, 2, 3), keepdim=True).expand_as(target)
+    assert nmse(*nmse_terms(mean, target)).item() == pytest.approx(1.0, rel=1e-5)
+    error, spread = nmse_terms(torch.zeros_like(target), target)
+    assert torch.equal(nmse(error, spread), error / spread)
+    # Terms summed over batches (floats) give the same ratio; a constant target divides by ~0.
+    assert nmse(float(error), float(spread)) == pytest.approx(float(error / spread))
+    flat = torch.ones(2, 3, 4, 4)
+    error, spread = nmse_terms(flat + 1, flat)
+    assert spread.item() == 0 and nmse(error, spread).item() == pytest.approx(96 / 1e-12)
+    assert nmse(2.0, 0.0) == pytest.approx(2e12)
+
+
+# ------------------------------------------------------------------------------ settings
+
+SHARED_TRAINING = {"epochs": 15, "batch_size": 128, "lr": 0.1, "device": "cpu"}
+
+
+def test_distillation_settings_override_the_shared_training_block() -> None:
+    config = DistillationConfig.from_params(
+        {"training": {"epochs": 2}, "kd": {"alpha": 0.3}}, SHARED_TRAINING
+    )
+    assert (config.training.epochs, config.training.lr, config.training.device) == (2, 0.1, "cpu")
+    assert config.kd == KDConfig(alpha=0.3)  # a nested block becomes its dataclass
+    assert DistillationConfig.from_params({}, SHARED_TRAINING).training.epochs == 15
+    with pytest.raises(ValueError, match=r"unknown distillation.kd setting\(s\) \['temperature'\]"):
+        DistillationConfig.from_params({"kd": {"temperature": 2}}, SHARED_TRAINING)
+    with pytest.raises(ValueError, match=r"unknown distillation.training setting\(s\) \['epoch'\]"):
+        DistillationConfig.from_params({"training": {"epoch": 2}}, SHARED_TRAINING)
+
+
+def test_unknown_baseline_is_refused_and_switched_off_ones_do_not_run() -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"unknown baseline\(s\) \['random'\]; valid: \['scratch', 'uniform', 'pruned'\]",
+    ):
+        DistillationConfig.from_params({"baselines": {"random": True}}, SHARED_TRAINING)
+    config = DistillationConfig.from_params(
+        {"baselines": {"uniform": False, "pruned": True}}, SHARED_TRAINING
+    )
+    assert [m for m in MODELS if config.runs(m)] == ["student", "scratch", "pruned"]
 
 
 # ------------------------------------------------------------------------------ baselines
@@ -139,6 +198,14 @@ def test_blueprint_package_round_trip_and_onnx_export_match() -> None:
         assert torch.equal(zoo(images), teacher(images))
 
 
+def test_an_export_that_differs_from_pytorch_is_refused() -> None:
+    torch.manual_seed(0)
+    model = build_model({"name": "resnet20", "num_classes": 10, "in_channels": 1}).eval()
+    images = torch.randn(4, 1, 8, 8)
+    with pytest.raises(ValueError, match="the export is wrong"):
+        export_checked(model, images, tolerance=-1.0, repeats=1)  # no difference is below 0
+
+
 def test_recalibrated_batchnorm_holds_the_statistics_of_the_batches() -> None:
     from compactkd.data import BatchLoader
 
@@ -175,24 +242,115 @@ def test_difference_interval_widens_with_seed_noise() -> None:
     assert one_seed["ci95"][1] - one_seed["ci95"][0] > 0
 
 
+# ------------------------------------------------------------------------------ evaluation
+
+DIGITS = (1, 8, 8)
+FAST = {"latency_repeats": 1, "device": "cpu"}
+
+
+def digits_package(width: float, seed: int) -> dict:
+    torch.manual_seed(seed)
+    spec = {"name": "resnet20", "num_classes": 10, "in_channels": 1, "width_mult": width}
+    return network_package(build_model(spec))
+
+
+def test_sweep_table_numbers_budgets_from_one() -> None:
+    teacher = {"top1": 90.0, "flops": 100.0, "params": 10.0}
+    rows = [
+        sweep_rows(
+            {"teacher": teacher, "student": {"top1": top1, "flops": flops, "params": 2.0}},
+            {"budgets": {"flops": budget}, "teacher": {"flops": 100.0, "params": 10.0}},
+        )
+        for top1, flops, budget in ((85.0, 40.0, 50.0), (80.0, 20.0, 30.0))
+    ]
+    table = sweep_table(rows)
+    assert list(table.columns[:2]) == ["budget", "budget_flops"]
+    assert (
+        list(table["budget"]) == [1, 1, 2, 2] and list(table["model"]) == ["teacher", "student"] * 2
+    )
+    assert list(table["budget_flops"]) == [0.5, 0.5, 0.3, 0.3]
+    assert list(table["flops_ratio"]) == [1.0, 0.4, 1.0, 0.2]
+    assert list(table["top1_std"]) == [0.0] * 4  # one seed: no spread
+
+
+def test_each_architecture_is_timed_once(
+    digits_splits: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    timed = []
+
+    def fake_latency(model, input_shape, batch_size=1, *args, **kwargs) -> float:
+        timed.append((count_params(model), batch_size))
+        return float(batch_size)
+
+    monkeypatch.setattr(comparison, "measure_latency_ms", fake_latency)
+    teacher = build_model({"name": "resnet20", "num_classes": 10, "in_channels": 1})
+    teacher_figures = measure_teacher(teacher, digits_splits, FAST)
+    finetuned = [
+        {"model": "student", "packages": [digits_package(0.5, 0), digits_package(0.5, 1)]},
+        {"model": "scratch", "packages": [digits_package(0.5, 2)]},  # the student's structure
+        {"model": "uniform", "packages": [digits_package(0.25, 3)]},
+    ]
+    spec = {"budgets": {"flops": 1.0}}
+    figures = compare(teacher_figures, finetuned, digits_splits, spec, EvaluationConfig(**FAST))
+    assert len(timed) == len(set(timed)) == 3 * 2  # three architectures, batches 1 and 32
+    assert {params for params, _ in timed} == {
+        count_params(network_from_package(p))
+        for p in (network_package(teacher), *(run["packages"][0] for run in finetuned))
+    }
+    assert figures["scratch"]["latency_ms_b32"] == figures["student"]["latency_ms_b32"] == 32
+    assert len(figures["student"]["top1_seeds"]) == 2 and figures["student"]["top1_std"] >= 0
+    assert figures["student"]["flops_reduction"] == pytest.approx(
+        teacher_figures["flops"] / figures["student"]["flops"]
+    )
+    assert set(figures["student"]["vs"]) == {"scratch", "uniform"}
+
+
+def test_a_switched_off_baseline_yields_no_packages_and_is_not_evaluated(
+    digits_splits: dict,
+) -> None:
+    teacher = build_model({"name": "resnet20", "num_classes": 10, "in_channels": 1})
+    params = {"baselines": {"uniform": False}}
+    # No spec is needed: a baseline switched off builds and trains nothing.
+    finetuned, history, summary = finetune_uniform(
+        teacher, digits_splits, {}, params, {"device": "cpu"}
+    )
+    assert finetuned == {"model": "uniform", "packages": []} and history.empty
+    assert summary == {"model": "uniform", "skipped": True}
+    assert list(gather_summaries({"model": "student", "seconds": 1.0}, summary)["models"]) == [
+        "student"
+    ]
+    student_history = pd.DataFrame({"model": ["student"], "seed": [0]})
+    assert gather_histories(student_history, history).equals(student_history)
+
+    student = {"model": "student", "packages": [digits_package(0.5, 0)]}
+    teacher_figures = measure_teacher(teacher, digits_splits, FAST)
+    spec = {"budgets": {"flops": 1.0}}
+    figures = compare(
+        teacher_figures, [student, finetuned], digits_splits, spec, EvaluationConfig(**FAST)
+    )
+    assert list(figures) == ["teacher", "student"] and figures["student"]["vs"] == {}
+    table = comparison.comparison_table(figures)
+    assert list(table["model"]) == ["teacher", "student"]
+
+
 # ------------------------------------------------------------------------------ the pipelines
 
-MODELS = ("teacher", "student", "scratch", "uniform", "pruned")
+EVERY_MODEL = ("teacher", *MODELS)
 
 
 @pytest.mark.slow
 def test_metrics_json_has_every_model_with_the_agreed_keys(finished_run: Path) -> None:
     metrics = json.loads((finished_run / "data/08_reporting/metrics.json").read_text())
-    assert list(metrics) == list(MODELS)
+    assert list(metrics) == list(EVERY_MODEL)
     keys = {"top1", "top1_ci95", "top5", "flops", "params", "size_bytes",
             "latency_ms_b1", "latency_ms_b32"}  # fmt: skip
-    for name in MODELS:
+    for name in EVERY_MODEL:
         assert keys <= set(metrics[name]), name
         low, high = metrics[name]["top1_ci95"]
         assert low <= metrics[name]["top1"] <= high
         assert metrics[name]["top5"] >= metrics[name]["top1"]
         assert metrics[name]["size_bytes"] > 1000 and metrics[name]["latency_ms_b32"] > 0
-    for name in MODELS[1:]:
+    for name in MODELS:
         figures = metrics[name]
         assert figures["flops_reduction"] == pytest.approx(
             metrics["teacher"]["flops"] / figures["flops"]
@@ -200,15 +358,57 @@ def test_metrics_json_has_every_model_with_the_agreed_keys(finished_run: Path) -
         assert figures["params_reduction"] >= 5 * 0.999  # the params budget is 0.2
         assert figures["speedup"] > 0 and len(figures) > len(keys)
         assert figures["top1_std"] >= 0  # two seeds
+    # scratch has the student's architecture: its latency is the student's, measured once
+    for key in ("latency_ms_b1", "latency_ms_b32"):
+        assert metrics["scratch"][key] == metrics["student"][key]
     assert metrics["student"]["onnx_max_abs_diff"] < 1e-4
     assert metrics["student"]["onnx_latency_ms_b1"] > 0
     assert set(metrics["student"]["vs"]) == {"scratch", "uniform", "pruned"}
     assert (finished_run / "data/06_models/student.onnx").stat().st_size > 1000
-    comparison = pd.read_csv(finished_run / "data/08_reporting/comparison.csv")
-    assert list(comparison["model"]) == list(MODELS)
+    comparison_csv = pd.read_csv(finished_run / "data/08_reporting/comparison.csv")
+    assert list(comparison_csv["model"]) == list(EVERY_MODEL)
     evaluation = json.loads((finished_run / "data/08_reporting/evaluation.json").read_text())
     confusion = evaluation["student"]["confusion"]
     assert len(confusion) == 10 and sum(map(sum, confusion)) == 360  # digits' test split
+    # The teacher is measured once, for every budget.
+    teacher = json.loads((finished_run / "data/08_reporting/teacher_evaluation.json").read_text())
+    assert evaluation["teacher"] == teacher
+    second = finished_run / "data/08_reporting/sweep/budget_2/evaluation.json"
+    assert json.loads(second.read_text())["teacher"] == teacher
+
+
+@pytest.mark.slow
+def test_every_model_has_its_own_finetuned_file_with_one_package_per_seed(
+    finished_run: Path,
+) -> None:
+    seeds = TINY_RUN["distillation"]["seeds"]
+    for folder in ("data/06_models/finetuned", "data/06_models/sweep/budget_2/finetuned"):
+        for model in MODELS:
+            path = finished_run / folder / f"{model}.pt"
+            finetuned = TensorDictDataset(filepath=str(path)).load()
+            assert finetuned["model"] == model and len(finetuned["packages"]) == seeds
+            first, second = (network_from_package(p) for p in finetuned["packages"])
+            assert count_params(first) == count_params(second)  # one architecture, two seeds
+    assert not (finished_run / "data/06_models/finetuned.pt").exists()
+    student = TensorDictDataset(filepath=str(finished_run / "data/06_models/student.pt")).load()
+    finetuned = TensorDictDataset(
+        filepath=str(finished_run / "data/06_models/finetuned/student.pt")
+    ).load()
+    assert all(  # student.pt is the first seed's student
+        torch.equal(v, finetuned["packages"][0]["state_dict"][k])
+        for k, v in student["state_dict"].items()
+    )
+    summary = json.loads((finished_run / "data/08_reporting/distillation_summary.json").read_text())
+    assert list(summary["models"]) == list(MODELS) and summary["processes"] == 1
+    assert 0 < summary["models"]["uniform"]["width_mult"] < 1
+    assert 0 < summary["models"]["pruned"]["kept_fraction"] < 1
+    assert set(summary["models"]["student"]["recalibration"]) == {
+        "val_top1_before",
+        "val_top1_after",
+    }
+    for model in MODELS:
+        own = finished_run / f"data/08_reporting/finetune/{model}_summary.json"
+        assert json.loads(own.read_text()) == summary["models"][model]
 
 
 @pytest.mark.slow
@@ -220,10 +420,11 @@ def test_assembled_student_costs_what_its_spec_predicts(finished_run: Path) -> N
         filepath=str(project / "data/06_models/candidate_weights.pt")
     ).load()
     table = pd.read_csv(project / "data/07_model_output/candidates.csv")
-    blueprint = student_blueprint(teacher.spec, (1, 8, 8), "stage", weights["keeps"], spec, table)
-    student = _student(teacher, blueprint, weights["weights"], spec)
-    assert count_flops(student, (1, 8, 8)) == spec["predicted"]["flops"]
+    student = assemble_student(teacher, DIGITS, spec, table, weights)
+    assert count_flops(student, DIGITS) == spec["predicted"]["flops"]
     assert count_params(student) == spec["predicted"]["params"]
+    first = weights["weights"][spec["blocks"]["block_1"]["candidate"]]
+    assert all(torch.equal(v, student[1].state_dict()[k]) for k, v in first.items())
     # The saved student is that network, fine-tuned: same structure, other weights.
     saved = network_from_package(
         TensorDictDataset(filepath=str(project / "data/06_models/student.pt")).load()
@@ -231,20 +432,27 @@ def test_assembled_student_costs_what_its_spec_predicts(finished_run: Path) -> N
     assert count_params(saved) == spec["predicted"]["params"]
     metrics = json.loads((project / "data/08_reporting/metrics.json").read_text())
     assert metrics["student"]["flops"] == spec["predicted"]["flops"]
+    # The block search checks this of every student it chooses, and refuses a miscount.
+    splits = TensorDictDataset(filepath=str(project / "data/05_model_input/splits.pt")).load()
+    check = check_assembled(teacher, spec, table, weights, splits)
+    assert 0 <= check["assembled_val_top1"] <= 100 and check["spec"] == spec
+    wrong = {**spec, "predicted": {**spec["predicted"], "params": spec["predicted"]["params"] + 1}}
+    with pytest.raises(ValueError, match="a part's cost is miscounted"):
+        check_assembled(teacher, wrong, table, weights, splits)
 
 
 @pytest.mark.slow
 def test_sweep_covers_every_budget_and_history_every_run(finished_run: Path) -> None:
     sweep = pd.read_csv(finished_run / "data/08_reporting/sweep.csv")
     assert sorted(sweep["budget"].unique()) == [1, 2]
-    assert set(sweep["model"]) == set(MODELS)
-    assert set(sweep["budget_flops"]) == {0.5, 0.3}
+    assert set(sweep["model"]) == set(EVERY_MODEL)
+    assert set(sweep["budget_flops"]) == {b["flops"] for b in TINY_RUN["block_search"]["budgets"]}
     for _, row in sweep[sweep["model"] != "teacher"].iterrows():
         assert row["flops_ratio"] <= row["budget_flops"] + 1e-9
         assert row["params_ratio"] <= row["budget_params"] + 1e-9
     history = pd.read_csv(finished_run / "data/08_reporting/student_history.csv")
     assert set(zip(history["model"], history["seed"], strict=True)) == {
-        (m, s) for m in MODELS[1:] for s in (0, 1)
+        (m, s) for m in MODELS for s in (0, 1)
     }
 
 
@@ -253,7 +461,7 @@ def test_rerun_resumes_every_finetune_from_its_checkpoint(finished_run: Path) ->
     history = pd.read_csv(finished_run / "data/08_reporting/student_history.csv")
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(finished_run)
-        run_session(finished_run, ["distillation"], TINY)
+        run_session(finished_run, ["distillation"], TINY_RUN)
     again = pd.read_csv(finished_run / "data/08_reporting/student_history.csv")
     pd.testing.assert_frame_equal(again.drop(columns="seconds"), history.drop(columns="seconds"))
     assert again["seconds"].equals(history["seconds"])  # restored, not retrained
@@ -261,8 +469,32 @@ def test_rerun_resumes_every_finetune_from_its_checkpoint(finished_run: Path) ->
 
 @pytest.mark.slow
 def test_bad_distillation_settings_fail_before_training(finished_run: Path) -> None:
-    bad = {**TINY, "distillation": {**TINY["distillation"], "baselines": {"random": True}}}
+    distillation = {**TINY_RUN["distillation"], "baselines": {"random": True}}
+    bad = {**TINY_RUN, "distillation": distillation}
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(finished_run)
         with pytest.raises(Exception, match=r"unknown baseline\(s\) \['random'\]"):
             run_session(finished_run, ["distillation"], bad)
+
+
+@pytest.mark.slow
+def test_a_switched_off_baseline_is_left_out_of_a_whole_run(
+    finished_run: Path, tmp_path: Path
+) -> None:
+    project = shutil.copytree(finished_run, tmp_path / "project")  # finished_run stays as is
+    distillation = {**TINY_RUN["distillation"], "baselines": {"uniform": False}}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(project)
+        run_session(project, ["distillation", "evaluation", "reporting"],
+                    {**TINY_RUN, "distillation": distillation})  # fmt: skip
+    uniform = TensorDictDataset(filepath=str(project / "data/06_models/finetuned/uniform.pt"))
+    assert uniform.load() == {"model": "uniform", "packages": []}
+    metrics = json.loads((project / "data/08_reporting/metrics.json").read_text())
+    assert list(metrics) == ["teacher", "student", "scratch", "pruned"]
+    assert set(metrics["student"]["vs"]) == {"scratch", "pruned"}
+    sweep = pd.read_csv(project / "data/08_reporting/sweep.csv")
+    assert "uniform" not in set(sweep["model"]) and set(sweep["budget"]) == {1, 2}
+    history = pd.read_csv(project / "data/08_reporting/student_history.csv")
+    assert set(history["model"]) == {"student", "scratch", "pruned"}
+    summary = json.loads((project / "data/08_reporting/distillation_summary.json").read_text())
+    assert list(summary["models"]) == ["student", "scratch", "pruned"]

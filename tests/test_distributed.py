@@ -10,18 +10,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import copy_project
+from helpers import TINY_RUN, cli_params, copy_project
 
 from compactkd.data import make_loader
 from compactkd.distributed import Shard
 
-# digits, 2 epochs: both runs land near 95 % on 360 test images (one image = 0.28 points).
-# The shards see the same images per step but normalise BatchNorm over half a batch each,
-# so the runs differ by a few images; 4 points is a wide margin for that, not for a bug.
+# The tiny run's first two stages (digits, 2 epochs): both runs land near 95 % on 360 test
+# images (one image = 0.28 points). The shards see the same images per step but normalise
+# BatchNorm over half a batch each, so the runs differ by a few images; 4 points is a wide
+# margin for that, not for a bug.
 ACCURACY_TOLERANCE = 4.0
-TINY_TEACHER = (
-    "data_processing.dataset=digits,teacher.training.epochs=2,teacher.training.device=cpu"
-)
+TINY_TEACHER = cli_params(TINY_RUN, ["data_processing", "training", "teacher"])
 TORCHRUN = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m"]
 
 
@@ -76,7 +75,7 @@ def test_two_gloo_processes_train_the_teacher_like_one(tmp_path: Path) -> None:
     both = json.loads((project / "data/08_reporting/teacher_metrics.json").read_text())
 
     assert both["processes"] == 2 and single["processes"] == 1
-    assert both["epochs"] == single["epochs"] == 2
+    assert both["epochs"] == single["epochs"] == TINY_RUN["teacher"]["training"]["epochs"] == 2
     assert abs(both["test_top1"] - single["test_top1"]) <= ACCURACY_TOLERANCE
     assert both["test_top1"] > 80  # it learnt, far from chance (10 %)
     # One set of outputs: the same files as the single-process run, rank 1 wrote none.

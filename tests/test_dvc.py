@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import PROJECT_ROOT
+from helpers import PROJECT_ROOT
 
 from compactkd.dvc_stages import dvc_stages, render
 

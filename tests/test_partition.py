@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import randomised_teacher
+from helpers import randomised_teacher
 from torch import nn
 
 from compactkd.blocks.partition import (

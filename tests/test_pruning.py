@@ -11,7 +11,7 @@ import math
 
 import pytest
 import torch
-from conftest import randomised_teacher
+from helpers import randomised_teacher
 from torch import nn
 
 from compactkd.blocks.pruning import ChannelMap, PrunedResidual, prune_block

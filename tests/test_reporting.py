@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import TINY_RUN, run_session
+from helpers import TINY_RUN, run_session
 
 from compactkd.report import comparison_rows, pareto_figure
 

@@ -13,6 +13,7 @@ from compactkd.search.select import (
     InfeasibleBudget,
     Option,
     Selection,
+    budget_list,
     resolve_budgets,
     select,
 )
@@ -266,6 +267,15 @@ def test_resolve_budgets_unknown_name_lists_valid():
 def test_resolve_budgets_bad_forms(spec):
     with pytest.raises(ValueError, match="accepted forms"):
         resolve_budgets({"flops": spec}, REFERENCE)
+
+
+def test_budget_list_takes_one_budget_or_a_sweep():
+    assert budget_list({"flops": 0.5}) == [{"flops": 0.5}]
+    sweep = [{"flops": 0.5}, {"params": 0.2}]
+    assert budget_list(sweep) == sweep and budget_list(tuple(sweep)) is not sweep
+    for bad in ([], None, [0.5], [{"flops": 0.5}, "params"]):
+        with pytest.raises(ValueError, match="budgets must be a mapping .* or a non-empty list"):
+            budget_list(bad)
 
 
 # --------------------------------------------------------------------------- validation

@@ -8,8 +8,11 @@ import pytest
 import torch
 from kedro.io import DatasetError
 
+from compactkd.blocks.assembly import BlockChoice, Blueprint
+from compactkd.blocks.candidates import interface_keeps
+from compactkd.blocks.partition import partition_model
 from compactkd.datasets import TensorDictDataset, TorchModelDataset
-from compactkd.model_files import load_model
+from compactkd.model_files import load_model, save_model
 from compactkd.models import build_model
 from compactkd.serialization import CheckpointError, atomic_save
 
@@ -51,6 +54,24 @@ def test_a_bare_state_dict_loads_with_its_spec(tmp_path: Path) -> None:
     assert torch.equal(loaded.fc.weight, model.fc.weight)
     with pytest.raises(CheckpointError, match="do not fit"):
         load_model(tmp_path / "user.pt", spec={**SPEC, "name": "resnet32"})
+
+
+def test_an_assembled_network_saves_and_loads_like_a_zoo_model(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    teacher = build_model(SPEC).eval()
+    partition = partition_model(teacher, (3, 16, 16))
+    keeps = interface_keeps([torch.rand(c) for c, _, _ in partition.interfaces], [1.0, 0.5])
+    choices = [BlockChoice(b, "pruned", {"ratio": 0.5}, 0.5, 0.5) for b in partition.block_names]
+    network = Blueprint(SPEC, (3, 16, 16), "stage", keeps, choices).build(teacher)
+    save_model(network, tmp_path / "student.pt")
+    loaded = load_model(tmp_path / "student.pt")
+    assert loaded.blueprint.blocks == choices and not loaded.training
+    images = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(network(images), loaded(images))
+    with pytest.raises(CheckpointError, match="neither a .spec nor a .blueprint"):
+        save_model(torch.nn.Linear(2, 2), tmp_path / "linear.pt")
+    assert not (tmp_path / "linear.pt").exists()
 
 
 def test_a_failed_save_keeps_the_previous_file(tmp_path: Path) -> None:

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import compactkd.training as training
+from compactkd.config import config_from_params
 from compactkd.models import build_model
-from compactkd.training import TrainConfig, config_from_params, train
+from compactkd.training import TrainConfig, optimizer_with_cosine, train
 
 SMALL = TrainConfig(epochs=3, batch_size=64, lr=0.05, seed=1, device="cpu")
 
@@ -94,13 +96,51 @@ def test_a_finished_run_is_not_trained_again(
         ({"epochs": 0}, "positive"),
         ({"lr": -1.0}, "lr"),
         ({"label_smoothing": 1.0}, "label_smoothing"),
-        ({"learning_rate": 0.1}, "unknown training parameter"),
+        ({"learning_rate": 0.1}, r"unknown training setting\(s\) \['learning_rate'\]"),
         ({"mixed_precision": "fp16"}, "mixed_precision"),
+        ({"optimizer": "lion"}, "optimizer must be one of"),
     ],
 )
 def test_bad_training_parameters_are_refused(params: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        config_from_params(TrainConfig, params)
+        config_from_params(TrainConfig, params, "training")
+
+
+def conf_block(stage: str) -> dict:
+    conf = Path(__file__).parents[1] / "conf" / "base" / f"parameters_{stage}.yml"
+    return yaml.safe_load(conf.read_text())[stage]
+
+
+def test_a_stage_overrides_keys_of_the_shared_training_block() -> None:
+    shared = conf_block("training")
+    teacher = TrainConfig.from_params(shared, conf_block("teacher")["training"], "teacher.training")
+    assert teacher.epochs == 15 and teacher.lr == shared["lr"] == 0.1
+    finetune = TrainConfig.from_params(
+        shared, conf_block("distillation")["training"], "distillation.training"
+    )
+    assert finetune.epochs == 8  # its own
+    assert (finetune.batch_size, finetune.optimizer, finetune.device) == (128, "sgd", "auto")
+    assert TrainConfig.from_params({"epochs": 3}, None, "teacher.training").epochs == 3
+    override = TrainConfig.from_params(shared, {"lr": 0.05, "optimizer": "adam"}, "t.training")
+    assert (override.lr, override.optimizer, override.epochs) == (0.05, "adam", 15)
+    with pytest.raises(ValueError, match=r"unknown teacher.training setting\(s\) \['epoch'\]"):
+        TrainConfig.from_params(shared, {"epoch": 3}, "teacher.training")
+
+
+def test_optimizer_with_cosine_builds_the_optimiser_named() -> None:
+    model = torch.nn.Linear(3, 2)
+    sgd, schedule = optimizer_with_cosine(model.parameters(), SMALL, steps=4)
+    assert isinstance(sgd, torch.optim.SGD)
+    assert sgd.defaults["nesterov"] and sgd.defaults["momentum"] == SMALL.momentum
+    for _ in range(4):
+        sgd.step()
+        schedule.step()
+    assert schedule.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12)  # cosine down to zero
+    plain = TrainConfig(momentum=0.0, nesterov=True)  # Nesterov needs momentum
+    assert not optimizer_with_cosine(model.parameters(), plain, 1)[0].defaults["nesterov"]
+    adam_config = TrainConfig(optimizer="adam", lr=0.01, weight_decay=0.0)
+    adam, _ = optimizer_with_cosine(model.parameters(), adam_config, steps=4)
+    assert isinstance(adam, torch.optim.Adam) and adam.defaults["lr"] == 0.01
 
 
 def test_mixed_precision_is_bf16_only_where_asked_or_supported() -> None:

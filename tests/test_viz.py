@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 from browser import chromium, fetch_json, kedro, open_viz, viz_server, wait_drawn
-from conftest import copy_project
+from helpers import copy_project
 from kedro.config import OmegaConfigLoader
 from kedro.framework.project import configure_project, settings
 from kedro.io import DataCatalog

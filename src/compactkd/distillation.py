@@ -166,7 +166,7 @@ class DistillationConfig:
     def from_params(
         cls, params: Mapping[str, Any], shared_training: Mapping[str, Any]
     ) -> DistillationConfig:
-        training = {**shared_training, **params.get("training", {})}
+        training = {**shared_training, **(params.get("training") or {})}
         return config_from_params(cls, {**params, "training": training}, "distillation")
 
     def runs(self, model: str) -> bool:

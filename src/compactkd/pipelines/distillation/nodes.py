@@ -17,6 +17,7 @@ from compactkd.baselines import pruned_recipe, scratch_recipe, student_recipe, u
 from compactkd.data import input_shape
 from compactkd.distillation import DistillationConfig, Recipe, finetune, run_tag
 from compactkd.model_files import network_package
+from compactkd.training import HISTORY_COLUMNS
 
 Outputs = tuple[dict[str, Any], pd.DataFrame, dict[str, Any]]
 
@@ -31,7 +32,8 @@ def _run(
 ) -> Outputs:
     """``recipe()`` fine-tuned per seed: ``{"model", "packages"}``, history, summary."""
     if not config.runs(name):
-        return {"model": name, "packages": []}, pd.DataFrame(), {"model": name, "skipped": True}
+        empty = pd.DataFrame(columns=["model", "seed", *HISTORY_COLUMNS])  # a CSV with a header
+        return {"model": name, "packages": []}, empty, {"model": name, "skipped": True}
     built: Recipe = recipe()  # a baseline that cannot fit the budgets fails here
     networks, history, summary = finetune(built, teacher, splits, config, run_tag(spec))
     return {"model": name, "packages": [network_package(n) for n in networks]}, history, summary
