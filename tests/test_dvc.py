@@ -81,7 +81,10 @@ def test_each_stage_lists_its_code_parameters_and_files(
     assert "data/01_raw" in stages["data_processing"]["deps"]
     for name in ("distillation", "evaluation"):  # one node per budget
         assert {"block_search", "block_search.budgets"} & set(parameters(stages[name])[SEARCH])
-    assert "data/08_reporting/metrics.json" in stages["evaluation"]["metrics"]
+    metrics = {stage: set(stages[stage].get("metrics", [])) for stage in stages}
+    assert metrics["evaluation"] == {"data/08_reporting/metrics.json"}
+    assert metrics["teacher"] == {"data/08_reporting/teacher_metrics.json"}
+    assert metrics["block_search"] == {"data/08_reporting/block_search_metrics.json"}
     plots = {next(iter(p)) if isinstance(p, dict) else p for p in generated["plots"]}
     assert plots == {
         "teacher_accuracy", "teacher_loss", "finetune_accuracy", "sweep_accuracy",
@@ -176,7 +179,8 @@ def test_repro_runs_each_stage_once_and_reruns_only_what_changed(project_copy: P
     set_param(conf / "parameters_data_processing.yml", "dataset", "digits")
     for stage in ("teacher", "block_search", "distillation"):
         set_param(conf / f"parameters_{stage}.yml", "epochs", "1")
-        set_param(conf / f"parameters_{stage}.yml", "device", "cpu")
+    for parameters in ("training", "block_search"):  # the shared trainer, the block search's
+        set_param(conf / f"parameters_{parameters}.yml", "device", "cpu")
     set_param(conf / "parameters_evaluation.yml", "latency_repeats", "3")
 
     # One budget: no budget_2 namespace, so dvc.yaml must be generated again.
@@ -210,7 +214,7 @@ def test_repro_runs_each_stage_once_and_reruns_only_what_changed(project_copy: P
     status = changed(project_copy)
     assert set(status) == set(stages) and all("runtime" in str(status[n]) for n in stages)
     runtime.write_text(saved[runtime])
-    set_param(teacher, "lr", "0.05")
+    set_param(teacher, "epochs", "2")  # the teacher's own key over the shared trainer
     assert set(changed(project_copy)) == {"teacher"}
     teacher.write_text(saved[teacher])
     assert changed(project_copy) == {}
