@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers import TINY_RUN, randomised_teacher, run_session
+from scipy import stats as scipy_stats
 
 import compactkd.comparison as comparison
 from compactkd.baselines import fits_budgets, largest_fitting, pruned_blueprint, uniform_width_spec
@@ -20,6 +21,7 @@ from compactkd.blocks.candidates import interface_keeps
 from compactkd.blocks.partition import partition_model
 from compactkd.comparison import EvaluationConfig, compare, sweep_rows, sweep_table
 from compactkd.costs import count_flops, count_params
+from compactkd.data import BatchLoader
 from compactkd.datasets import TensorDictDataset
 from compactkd.distillation import (
     MODELS,
@@ -229,6 +231,47 @@ def test_feature_hints_add_to_the_logit_loss_of_an_assembled_student() -> None:
     hinted, hinted_logits = KDObjective(teacher, KDConfig(beta=1.0))(student, images, labels)
     assert torch.allclose(logits, hinted_logits)
     assert hinted > plain
+
+
+def test_fixed_training_images_meet_the_teacher_once() -> None:
+    """Without augmentation the teacher's logits are computed once, then looked up: the same
+    loss as a teacher pass per step, and no teacher pass on later steps."""
+    teacher = randomised_teacher("resnet20")
+    student = build_model({"name": "resnet20", "num_classes": 10, "width_mult": 0.5})
+    torch.manual_seed(0)
+    part = {"images": torch.randint(0, 256, (40, *CIFAR), dtype=torch.uint8),
+            "labels": torch.randint(0, 10, (40,))}  # fmt: skip
+    fixed = BatchLoader(part, [0.5] * 3, [0.25] * 3, batch_size=16)
+    calls = []
+    hook = teacher.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        cached = KDObjective(teacher, KDConfig(), fixed_inputs=fixed)
+        generator = torch.Generator().manual_seed(1)
+        for step, (images, labels, index) in enumerate(fixed.indexed_batches(generator)):
+            fresh, _ = KDObjective(teacher, KDConfig())(student, images, labels)
+            looked_up, _ = cached(student, images, labels, index)
+            assert torch.allclose(looked_up, fresh, atol=1e-5), step
+        assert len(calls) == 3 + len(fixed)  # 3 batches of the cache, then one per fresh step
+    finally:
+        hook.remove()
+
+
+def test_difference_interval_uses_welch_degrees_of_freedom() -> None:
+    """Two seeds each on four images, worked by hand. Seed-averaged predictions per image:
+    a (1, 1, 1/2, 0), b (0, 0, 1/2, 1/2); paired differences (1, 1, 0, -1/2), mean 3/8.
+    Variances of the mean difference: paired 0.5625 / 4 = 0.140625; a's seed means
+    (3/4, 1/2): 0.03125 / 2 = 0.015625; b's (1/4, 1/4): 0, which drops out.
+    Welch-Satterthwaite: 0.15625^2 / (0.140625^2 / 3 + 0.015625^2 / 1) = 3.571..."""
+    a = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
+    b = torch.tensor([[0, 0, 1, 0], [0, 0, 0, 1]])
+    result = difference_interval(a, b)
+    variance = 0.140625 + 0.015625
+    dof = variance**2 / (0.140625**2 / 3 + 0.015625**2 / 1)
+    assert dof == pytest.approx(3.5714, abs=1e-4)
+    half = 100 * scipy_stats.t.ppf(0.975, dof) * math.sqrt(variance)
+    assert result["difference"] == pytest.approx(37.5)
+    assert result["ci95"] == pytest.approx([37.5 - half, 37.5 + half])
+    assert half > 100 * 1.96 * math.sqrt(variance)  # wider than the normal approximation
 
 
 def test_difference_interval_widens_with_seed_noise() -> None:

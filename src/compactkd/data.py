@@ -398,18 +398,23 @@ class BatchLoader:
         self, generator: torch.Generator | None = None
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield ``(images, labels)``; shuffled and augmented only when a generator is given."""
+        for images, labels, _ in self.indexed_batches(generator):
+            yield images, labels
+
+    def indexed_batches(
+        self, generator: torch.Generator | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """:meth:`batches` with each image's position in the split, ``(images, labels, index)``."""
         order = self._order(generator)
-        if order is not None:
-            order = _to_device(order, self.device)
-        count = len(order) if order is not None else len(self.labels)
-        for start in range(0, count, self.batch_size):
-            index = slice(start, start + self.batch_size)
-            if order is not None:
-                index = order[index]
+        if order is None:
+            order = torch.arange(len(self.labels))
+        order = _to_device(order, self.device)
+        for start in range(0, len(order), self.batch_size):
+            index = order[start : start + self.batch_size]
             images = (self.images[index].float() / 255.0 - self.mean) / self.std
             if generator is not None:
                 images = self._augment(images, generator)
-            yield images, self.labels[index]
+            yield images, self.labels[index], index
 
     def _order(self, generator: torch.Generator | None) -> torch.Tensor | None:
         if generator is None:
@@ -426,6 +431,11 @@ class BatchLoader:
             flip = (torch.rand(len(images), generator=generator) < 0.5).to(images.device)
             images = torch.where(flip[:, None, None, None], images.flip(3), images)
         return images
+
+
+def augments(augmentation: Mapping[str, Any] | None) -> bool:
+    """Whether training batches differ from the stored images (random crops or flips)."""
+    return bool(augmentation and (augmentation["crop_padding"] or augmentation["hflip"]))
 
 
 def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -41,8 +41,11 @@ HISTORY_COLUMNS = [
     "lr",
     "seconds",
 ]
-# (model, images, labels) -> (loss, logits): CE for the teacher, KD for students.
-Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+# (model, images, labels, index) -> (loss, logits): CE for the teacher, KD for students.
+# ``index``: the images' positions in the training split (what a cached target is looked up by).
+Objective = Callable[
+    [nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]
+]
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,7 @@ def autocast(precision: str, device: torch.device) -> torch.autocast:
 
 def cross_entropy_objective(label_smoothing: float = 0.0) -> Objective:
     def objective(
-        model: nn.Module, images: torch.Tensor, labels: torch.Tensor
+        model: nn.Module, images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         logits = model(images)
         return F.cross_entropy(logits, labels, label_smoothing=label_smoothing), logits
@@ -193,13 +196,13 @@ def _train_one_epoch(
     """One pass over the training split; mean loss and accuracy (percent) over every rank."""
     model.train()
     loss_sum, correct, seen = 0.0, 0, 0
-    batches = loader.batches(generator)
+    batches = loader.indexed_batches(generator)
     # disable=None: a bar on a terminal, silence in CI logs; one bar per run, not per rank.
     quiet = None if distributed.is_main() else True
     progress = tqdm(batches, total=len(loader), desc=description, leave=False, disable=quiet)
-    for images, labels in progress:
+    for images, labels, index in progress:
         with precision:
-            loss, logits = objective(model, images, labels)
+            loss, logits = objective(model, images, labels, index)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
