@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from helpers import TINY_RUN, run_session
+from helpers import TINY_RUN, randomised_teacher, run_session
 from torch import nn
 
 from compactkd.blocks.candidates import (
@@ -27,9 +28,15 @@ from compactkd.datasets import TensorDictDataset
 from compactkd.model_files import load_model
 from compactkd.models import build_model
 from compactkd.search import blockwise
-from compactkd.search.blockwise import BlockTrainConfig, pareto_survivors, train_candidates
+from compactkd.search.blockwise import (
+    BlockTrainConfig,
+    channel_importance,
+    interface_losses,
+    pareto_survivors,
+    train_candidates,
+)
 from compactkd.search.config import BlockSearchConfig
-from compactkd.search.pool import CandidatePool, candidate_scores, teacher_costs
+from compactkd.search.pool import CandidatePool, candidate_scores, end_scores, teacher_costs
 
 FULL_SPACE = {
     "teacher": {},
@@ -393,6 +400,7 @@ def test_candidate_scores_follow_the_score_setting() -> None:
         {
             "block": ["block_1", "block_1", "block_2"],
             "nmse": [0.2, 0.4, 0.1],
+            "nmse_kept": [0.1, 0.4, 0.05],
             "plugin_drop": [1.5, 3.0, 0.5],
             "active": [True, False, True],  # an inactive candidate has no score
         }
@@ -406,3 +414,36 @@ def test_candidate_scores_follow_the_score_setting() -> None:
     assert scores(score="nmse", block_weights={"block_2": 10.0}) == {0: 0.2, 2: 0.1}
     assert scores(score="weighted_nmse", block_weights={"block_2": 10.0}) == {0: 0.2, 2: 1.0}
     assert scores(score="plugin_drop") == {0: 1.5, 2: 0.5}
+    assert scores(score="kept_nmse") == {0: 0.1, 2: 0.05}
+
+
+def test_narrowing_an_interface_never_scores_better(digits_splits: dict) -> None:
+    """All else equal, a candidate that writes fewer channels of the teacher's interface
+    never scores better than one that writes more, and the whole interface costs nothing."""
+    teacher = randomised_teacher("resnet20", in_channels=1)
+    partition = partition_model(teacher, (1, 8, 8))
+    loader = make_loader(digits_splits, "val", 64)
+    importance = channel_importance(partition, loader)
+    keeps = interface_keeps(importance, [1.0, 0.75, 0.5, 0.25])
+    losses = interface_losses(partition, keeps, loader)
+    for j, dropped in enumerate(losses.dropped):
+        fractions = sorted(dropped)  # narrowest first
+        assert dropped[1.0] == pytest.approx(0.0, abs=1e-9)
+        assert all(dropped[a] >= dropped[b] > -1e-9 for a, b in itertools.pairwise(fractions))
+        assert dropped[0.25] > 0.05  # a quarter of the channels cannot hold all the spread
+        for kept in (0.0, 0.3, 1.0):
+            full = [losses.full_nmse(kept, j, f) for f in fractions]
+            assert full == sorted(full, reverse=True) and full[-1] == pytest.approx(kept)
+    heads = [losses.head_nmse[f] for f in sorted(losses.head_nmse)]
+    assert heads == sorted(heads, reverse=True) and heads[-1] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_stem_and_head_options_carry_their_scores_under_the_full_interface_nmse() -> None:
+    ends = {"stem": {"1.0": 0.0, "0.5": 0.4}, "head": {"1.0": 0.0, "0.5": 0.2}}  # from JSON
+
+    def scored(score: str) -> dict[str, dict[float, float]]:
+        config = config_from_params(BlockSearchConfig, {"budgets": {}, "score": score}, "s")
+        return end_scores(ends, config)
+
+    assert scored("nmse") == {"stem": {1.0: 0.0, 0.5: 0.4}, "head": {1.0: 0.0, 0.5: 0.2}}
+    assert scored("kept_nmse") == {"stem": {1.0: 0.0, 0.5: 0.0}, "head": {1.0: 0.0, 0.5: 0.0}}

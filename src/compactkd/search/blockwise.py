@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from compactkd import distributed
 from compactkd.blocks.candidates import Candidate, Keeps
-from compactkd.blocks.partition import Partition
+from compactkd.blocks.partition import Partition, narrow_head
 from compactkd.data import BatchLoader, make_loader
 from compactkd.evaluation import evaluate
 from compactkd.losses import nmse, nmse_terms
@@ -427,3 +427,48 @@ def plugin_drops(
         candidate.module.cpu()
     parts.cpu()
     return drops
+
+
+@dataclass(frozen=True)
+class InterfaceLosses:
+    """What narrowing each interface loses, measured on the teacher's validation features.
+
+    ``dropped[j][f]``: the share of interface ``j``'s spread (squared deviation from its
+    channel means) that lies in the channels fraction ``f`` drops. ``head_nmse[f]``: the
+    NMSE of the teacher's logits when its head reads only the channels of fraction ``f``.
+    """
+
+    dropped: list[dict[float, float]]
+    head_nmse: dict[float, float]
+
+    def full_nmse(self, kept_nmse: float, interface: int, fraction: float) -> float:
+        """NMSE against the *whole* interface of a candidate that writes ``fraction`` of it
+        with NMSE ``kept_nmse`` on those channels: the channels it does not write count as
+        error. ``(E + D) / T = 1 - (1 - E / K)(1 - D / T)`` with ``K = T - D`` kept spread."""
+        return 1.0 - (1.0 - kept_nmse) * (1.0 - self.dropped[interface][fraction])
+
+
+@torch.inference_mode()
+def interface_losses(partition: Partition, keeps: Keeps, loader: BatchLoader) -> InterfaceLosses:
+    """:class:`InterfaceLosses` of the teacher over ``loader`` (batch means, as in NMSE)."""
+    total = [0.0] * len(keeps)
+    kept: list[dict[float, float]] = [dict.fromkeys(k, 0.0) for k in keeps]
+    heads = {f: narrow_head(partition.head, keep) for f, keep in keeps[-1].items()}
+    head_terms: dict[float, list[float]] = {f: [0.0, 0.0] for f in heads}
+    for images, _ in loader.batches():
+        interfaces = partition.interface_tensors(images)
+        for j, x in enumerate(interfaces):
+            spread = (x - x.mean(dim=(0, 2, 3), keepdim=True)).pow(2).sum(dim=(0, 2, 3))
+            total[j] += float(spread.sum())
+            for f, keep in keeps[j].items():
+                kept[j][f] += float(spread[keep.to(spread.device)].sum())
+        logits, last = partition.head(interfaces[-1]), interfaces[-1]
+        for f, head in heads.items():
+            error, spread = nmse_terms(head(last[:, keeps[-1][f].to(last.device)]), logits)
+            head_terms[f][0] += float(error)
+            head_terms[f][1] += float(spread)
+    dropped = [
+        {f: max(0.0, 1.0 - k / max(t, 1e-12)) for f, k in fractions.items()}
+        for t, fractions in zip(total, kept, strict=True)
+    ]
+    return InterfaceLosses(dropped, {f: nmse(*terms) for f, terms in head_terms.items()})

@@ -9,7 +9,7 @@ from typing import Any
 from compactkd.search.blockwise import BlockTrainConfig
 from compactkd.search.select import budget_list
 
-SCORES = ("nmse", "weighted_nmse", "plugin_drop")
+SCORES = ("nmse", "kept_nmse", "weighted_nmse", "plugin_drop")
 
 
 @dataclass(frozen=True)

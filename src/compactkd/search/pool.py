@@ -28,7 +28,13 @@ from compactkd.blocks.partition import Partition, narrow_head, narrow_stem, part
 from compactkd.costs import module_costs
 from compactkd.data import input_shape, make_loader
 from compactkd.evaluation import evaluate
-from compactkd.search.blockwise import channel_importance, importance_loader
+from compactkd.search.blockwise import (
+    InterfaceLosses,
+    block_index,
+    channel_importance,
+    importance_loader,
+    interface_losses,
+)
 from compactkd.search.config import BlockSearchConfig
 from compactkd.search.select import Option, Selection, resolve_budgets, select
 
@@ -96,8 +102,11 @@ def selection_options(
     pool: CandidatePool,
     scores: Mapping[int, float],
     pins: Mapping[str, str] | None = None,
+    ends: Mapping[str, Mapping[float, float]] | None = None,
 ) -> list[Option]:
     """Stem, head and the scored candidates (``scores`` by position) as options of the choice.
+
+    ``ends``: the stem's and head's scores by kept fraction (:func:`end_scores`); 0 if none.
 
     A pinned block keeps only the candidates of that family (``teacher``, ``pruned`` ...)
     or that exact candidate (``pruned_r0.5@1-0.5``).
@@ -107,8 +116,15 @@ def selection_options(
     if unknown:
         raise ValueError(f"cannot pin unknown block(s) {sorted(unknown)}; "
                          f"the blocks are {pool.partition.block_names}")  # fmt: skip
-    options = [Option("stem", f"stem@{f:g}", None, f, 0.0, c) for f, c in pool.stems.items()]
-    options += [Option("head", f"head@{f:g}", f, None, 0.0, c) for f, c in pool.heads.items()]
+    stem_scores, head_scores = (ends or {}).get("stem", {}), (ends or {}).get("head", {})
+    options = [
+        Option("stem", f"stem@{f:g}", None, f, stem_scores.get(f, 0.0), c)
+        for f, c in pool.stems.items()
+    ]
+    options += [
+        Option("head", f"head@{f:g}", f, None, head_scores.get(f, 0.0), c)
+        for f, c in pool.heads.items()
+    ]
     for position, score in scores.items():
         candidate = pool.candidates[position]
         pin = pins.get(candidate.block)
@@ -157,11 +173,18 @@ def candidate_table(
     pool: CandidatePool,
     nmse: Mapping[int, float],
     active: Sequence[int],
+    losses: InterfaceLosses,
     plugin_drop: Mapping[int, float] | None = None,
 ) -> pd.DataFrame:
-    """One row per candidate: block, family, its settings, widths, costs and scores."""
-    rows = []
+    """One row per candidate: block, family, its settings, widths, costs and scores.
+
+    ``nmse_kept`` is the validation NMSE on the channels a candidate writes; ``nmse`` the
+    same against the teacher's whole output interface (channels it drops count as error).
+    """
+    rows, index_of = [], block_index(pool.partition)
     for position, candidate in enumerate(pool.candidates):
+        kept = nmse.get(position)
+        output = index_of[candidate.block] + 1
         row = {
             "candidate": candidate.name,
             "block": candidate.block,
@@ -171,7 +194,10 @@ def candidate_table(
             "in_fraction": candidate.in_fraction,
             "out_fraction": candidate.out_fraction,
             **pool.costs[position],
-            "nmse": nmse.get(position),
+            "nmse_kept": kept,
+            "nmse": None
+            if kept is None
+            else losses.full_nmse(kept, output, candidate.out_fraction),
             "active": position in set(active),
         }
         if plugin_drop is not None:
@@ -287,13 +313,48 @@ def check_assembled(
     return {"spec": dict(spec), "assembled_val_top1": top1}
 
 
+def measure_interface_losses(
+    pool: CandidatePool, splits: Mapping[str, Any], device: torch.device
+) -> InterfaceLosses:
+    """:func:`~compactkd.search.blockwise.interface_losses` of the teacher on validation."""
+    parts = nn.ModuleList([pool.partition.stem, pool.partition.blocks, pool.partition.head])
+    parts.to(device).eval()
+    try:
+        return interface_losses(pool.partition, pool.keeps, make_loader(splits, "val", 256, device))
+    finally:
+        parts.cpu()
+
+
 def candidate_scores(table: pd.DataFrame, config: BlockSearchConfig) -> dict[int, float]:
     """What the selection minimises for each active candidate (by position in the table)."""
     active = table[table["active"]]
     if config.score == "plugin_drop":
         return dict(active["plugin_drop"].astype(float))
+    if config.score == "kept_nmse":
+        return dict(active["nmse_kept"].astype(float))
     weights = config.block_weights if config.score == "weighted_nmse" else {}
     return {i: row.nmse * weights.get(row.block, 1.0) for i, row in active.iterrows()}
+
+
+def end_scores(
+    losses: Mapping[str, Mapping[Any, float]], config: BlockSearchConfig
+) -> dict[str, dict[float, float]]:
+    """Scores of the stem and head options by kept fraction, from ``interface_scores``.
+
+    With the full-interface NMSE the stem is charged the spread of the channels it drops,
+    the head the NMSE of the teacher's logits read from the kept channels; the other
+    scores leave both at 0 (what narrowing the ends loses is then not scored).
+    """
+    charged = config.score in ("nmse", "weighted_nmse")
+    return {
+        end: {float(f): float(score) if charged else 0.0 for f, score in losses[end].items()}
+        for end in ("stem", "head")
+    }
+
+
+def interface_scores(losses: InterfaceLosses) -> dict[str, dict[float, float]]:
+    """``interface_scores.json``: the stem's and head's scores by kept fraction."""
+    return {"stem": dict(losses.dropped[0]), "head": dict(losses.head_nmse)}
 
 
 def feasible_budgets(pool: CandidatePool, config: BlockSearchConfig) -> list[dict[str, float]]:

@@ -19,8 +19,11 @@ from compactkd.search.pool import (
     candidate_scores,
     candidate_table,
     check_assembled,
+    end_scores,
     feasible_budgets,
     interface_importance,
+    interface_scores,
+    measure_interface_losses,
     pinned_positions,
     search_metrics,
     selection_options,
@@ -59,8 +62,9 @@ def prepare_candidates(
 
 def train_block_candidates(
     pool: CandidatePool, splits: dict[str, Any], params: dict[str, Any]
-) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame]:
-    """Block-wise distillation of every candidate: their table, weights and history."""
+) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame, dict[str, Any]]:
+    """Block-wise distillation of every candidate: their table, weights and history, and
+    what narrowing the stem and the head loses (``interface_scores``)."""
     config = _config(params)
     history, nmse, active = train_candidates(
         pool.partition,
@@ -72,23 +76,29 @@ def train_block_candidates(
         config.resume_path,
         protected=pinned_positions(pool, config.pin),
     )
+    device = resolve_device(config.training.device)
     drops = None
     if config.wants_plugin_drop:
-        device = resolve_device(config.training.device)
         drops = plugin_drops(pool.partition, pool.candidates, pool.keeps, active, splits, device)
+    losses = measure_interface_losses(pool, splits, device)
     weights = {
         "keeps": [dict(keeps) for keeps in pool.keeps],
         "weights": {c.name: c.module.state_dict() for c in pool.candidates},
     }
-    return candidate_table(pool, nmse, active, drops), weights, history
+    table = candidate_table(pool, nmse, active, losses, drops)
+    return table, weights, history, interface_scores(losses)
 
 
 def select_students(
-    pool: CandidatePool, table: pd.DataFrame, params: dict[str, Any]
+    pool: CandidatePool,
+    table: pd.DataFrame,
+    ends: dict[str, dict[Any, float]],
+    params: dict[str, Any],
 ) -> tuple[dict[str, Any], ...]:
     """The exact choice under each budget of the sweep: one student spec per budget."""
     config = _config(params)
-    options = selection_options(pool, candidate_scores(table, config), config.pin)
+    scores = candidate_scores(table, config)
+    options = selection_options(pool, scores, config.pin, end_scores(ends, config))
     reference = teacher_costs(pool)
     return tuple(
         student_spec(

@@ -38,12 +38,17 @@ def create_pipeline(namespaces: Sequence[str | None] = (None,), **kwargs) -> Pip
             node(
                 train_block_candidates,
                 ["candidate_pool", "splits", SEARCH],
-                ["candidates_table", "candidate_weights", "block_search_history"],
+                [
+                    "candidates_table",
+                    "candidate_weights",
+                    "block_search_history",
+                    "interface_scores",
+                ],
                 name="train_block_candidates",
             ),
             across_budgets(
                 select_students,
-                ["candidate_pool", "candidates_table", SEARCH],
+                ["candidate_pool", "candidates_table", "interface_scores", SEARCH],
                 specs,
                 name="select_students",
             ),
