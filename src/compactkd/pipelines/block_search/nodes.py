@@ -18,7 +18,6 @@ from compactkd.search.pool import (
     build_pool,
     candidate_scores,
     candidate_table,
-    check_assembled,
     end_scores,
     feasible_budgets,
     interface_importance,
@@ -106,17 +105,6 @@ def select_students(
         )
         for budget in feasible_budgets(pool, config)
     )
-
-
-def check_student(
-    teacher: nn.Module,
-    spec: dict[str, Any],
-    table: pd.DataFrame,
-    candidate_weights: dict[str, Any],
-    splits: dict[str, Any],
-) -> dict[str, Any]:
-    """The assembled student before fine-tuning: costs as predicted, validation top-1."""
-    return check_assembled(teacher, spec, table, candidate_weights, splits)
 
 
 def summarise_block_search(

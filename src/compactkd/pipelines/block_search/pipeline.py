@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from kedro.pipeline import Pipeline, node, pipeline
 
 from compactkd.pipelines.block_search.nodes import (
-    check_student,
     prepare_candidates,
     rank_interface_channels,
     select_students,
@@ -14,6 +13,7 @@ from compactkd.pipelines.block_search.nodes import (
     train_block_candidates,
 )
 from compactkd.pipelines.sweep import across_budgets, per_budget, qualified, stage
+from compactkd.search.pool import check_assembled  # a node as it is: nothing to adapt
 
 SEARCH = "params:block_search"
 
@@ -57,7 +57,7 @@ def create_pipeline(namespaces: Sequence[str | None] = (None,), **kwargs) -> Pip
     check = pipeline(
         [
             node(
-                check_student,
+                check_assembled,
                 [
                     "teacher_model",
                     "student_spec",
