@@ -13,6 +13,7 @@ import yaml
 from helpers import TINY_RUN, randomised_teacher, run_session
 from torch import nn
 
+from compactkd.baselines import pruned_blueprint, pruned_fractions
 from compactkd.blocks.candidates import (
     block_spaces,
     build_candidates,
@@ -36,7 +37,16 @@ from compactkd.search.blockwise import (
     train_candidates,
 )
 from compactkd.search.config import BlockSearchConfig
-from compactkd.search.pool import CandidatePool, candidate_scores, end_scores, teacher_costs
+from compactkd.search.pool import (
+    CandidatePool,
+    build_pool,
+    candidate_scores,
+    end_scores,
+    selection_options,
+    slots,
+    teacher_costs,
+)
+from compactkd.search.select import resolve_budgets, select
 
 FULL_SPACE = {
     "teacher": {},
@@ -447,3 +457,36 @@ def test_stem_and_head_options_carry_their_scores_under_the_full_interface_nmse(
 
     assert scored("nmse") == {"stem": {1.0: 0.0, 0.5: 0.4}, "head": {1.0: 0.0, 0.5: 0.2}}
     assert scored("kept_nmse") == {"stem": {1.0: 0.0, 0.5: 0.0}, "head": {1.0: 0.0, 0.5: 0.0}}
+
+
+def test_the_pruned_baselines_structure_is_a_feasible_selection(digits_splits: dict) -> None:
+    """With ``uniform_cuts`` the search can return the uniform cut itself: pinned to it, the
+    selection is feasible at the default budget and predicts exactly its measured cost."""
+    teacher = randomised_teacher("resnet20", in_channels=1)
+    shape = (1, 8, 8)
+    importance = channel_importance(
+        partition_model(teacher, shape), make_loader(digits_splits, "train", 64)
+    )
+    budget = {"flops": 0.5, "params": 0.2}
+    config = config_from_params(
+        BlockSearchConfig,
+        {"budgets": budget, "uniform_cuts": True, "interface_fractions": [1.0, 0.5]},
+        "block_search",
+    )
+    (fraction,) = pruned_fractions(teacher, shape, importance, config)
+    assert 0.3 < fraction < 0.6 and fraction not in (0.5, 0.25)  # outside the configured grid
+    pool = build_pool(teacher, shape, importance, config, [fraction])
+    name = f"pruned_r{fraction}@{fraction:g}-{fraction:g}"
+    pins = dict.fromkeys(pool.partition.block_names, name)
+    reference = teacher_costs(pool)
+    unscored = dict.fromkeys(range(len(pool.candidates)), 0.0)
+    options = selection_options(pool, unscored, pins)  # the stem and head follow the blocks
+    selection = select(options, slots(pool), resolve_budgets(budget, reference), reference)
+    assert selection.chosen["stem"].out_fraction == selection.chosen["head"].in_fraction == fraction
+    cut = pruned_blueprint(teacher, shape, "stage", importance, resolve_budgets(budget, reference))
+    measured = module_costs(cut.build(teacher), shape)
+    assert {k: selection.totals[k] for k in measured} == measured
+    without = config_from_params(
+        BlockSearchConfig, {"budgets": budget, "interface_fractions": [1.0, 0.5]}, "block_search"
+    )
+    assert pruned_fractions(teacher, shape, importance, without) == []

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -31,7 +32,9 @@ from compactkd.blocks.partition import partition_model
 from compactkd.costs import module_costs
 from compactkd.distillation import Recipe, reinitialise
 from compactkd.models import MODELS, build_model
+from compactkd.search.config import BlockSearchConfig
 from compactkd.search.pool import assemble_student, student_blueprint
+from compactkd.search.select import resolve_budgets
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +53,8 @@ def largest_fitting(fits: Callable[[float], bool], resolution: float = 1e-4) -> 
     """The largest fraction in ``(0, 1]`` for which ``fits`` holds (``fits`` is monotone).
 
     Widths are whole channels, so costs move in steps: bisection finds the edge of the last
-    step that fits, and anything ``resolution`` above it does not.
+    step that fits, to within ``resolution`` (the result is a multiple of it; ``fits`` is
+    monotone, so rounding down still fits).
     """
     if fits(1.0):
         return 1.0
@@ -60,7 +64,8 @@ def largest_fitting(fits: Callable[[float], bool], resolution: float = 1e-4) -> 
     while high - low > resolution * low:
         middle = (low + high) / 2
         low, high = (middle, high) if fits(middle) else (low, middle)
-    return low
+    # On the resolution's grid (0.4453, not 0.44530694): a fraction that names a candidate.
+    return max(resolution, round(math.floor(low / resolution) * resolution, 10))
 
 
 def uniform_width_spec(
@@ -79,6 +84,25 @@ def uniform_width_spec(
 
     width = largest_fitting(lambda w: fits_budgets(build_model(spec(w)), input_shape, budgets))
     return spec(width)
+
+
+def pruned_fractions(
+    teacher: nn.Module,
+    input_shape: tuple[int, int, int],
+    importance: Sequence[torch.Tensor],
+    config: BlockSearchConfig,
+) -> list[float]:
+    """The ``pruned`` baseline's kept fraction at each budget of the search, when
+    ``config.uniform_cuts`` asks the search to be able to fall back to that cut."""
+    if not config.uniform_cuts:
+        return []
+    reference = module_costs(teacher.eval(), input_shape)
+    fractions = []
+    for budget in config.budget_list:
+        absolute = resolve_budgets(budget, reference)
+        cut = pruned_blueprint(teacher, input_shape, config.granularity, importance, absolute)
+        fractions.append(cut.blocks[0].in_fraction)
+    return fractions
 
 
 def pruned_blueprint(

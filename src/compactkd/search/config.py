@@ -27,6 +27,8 @@ class BlockSearchConfig:
     block_weights: Mapping[str, float] = field(default_factory=dict)
     plugin_drop: bool = False  # measure plug-in drops even when they are not the score
     latency: bool = False  # measure every candidate's latency (needed for a latency budget)
+    # Add each budget's uniform cut (the `pruned` baseline's structure) to the space.
+    uniform_cuts: bool = False
     importance_samples: int = 1024
     resume_path: str | None = None
 

@@ -23,6 +23,7 @@ from compactkd.blocks.candidates import (
     block_spaces,
     build_candidates,
     interface_keeps,
+    make_candidate_module,
 )
 from compactkd.blocks.partition import Partition, narrow_head, narrow_stem, partition_model
 from compactkd.costs import module_costs
@@ -54,16 +55,31 @@ def build_pool(
     input_shape: tuple[int, int, int],
     importance: Sequence[torch.Tensor],
     config: BlockSearchConfig,
+    uniform_cuts: Sequence[float] = (),
 ) -> CandidatePool:
     """Partition the teacher, keep its interface channels by ``importance``, make every candidate.
 
+    ``uniform_cuts``: kept fractions at which the whole teacher may also be cut alike (the
+    ``pruned`` baseline's structure): each adds that interface fraction and, per block, the
+    ``pruned`` candidate at that ratio between interfaces of that fraction.
     Costs are counted on the real modules (and latency measured where ``config.latency``).
     """
     teacher.eval()
     partition = partition_model(teacher, input_shape, config.granularity)
     spaces = block_spaces(partition.block_names, config.space, config.blocks)
-    keeps = interface_keeps(importance, config.interface_fractions)
-    candidates = build_candidates(partition, spaces, keeps)
+    keeps = interface_keeps(importance, [*config.interface_fractions, *uniform_cuts])
+    configured = [{f: keep[f] for f in config.interface_fractions} for keep in keeps]
+    candidates = build_candidates(partition, spaces, configured)
+    names = {c.name for c in candidates}
+    for f in uniform_cuts:
+        for index, block in enumerate(partition.block_names):
+            cut = make_candidate_module(
+                partition, index, "pruned", {"ratio": f}, keeps[index][f], keeps[index + 1][f]
+            )
+            candidate = Candidate(block, "pruned", {"ratio": f}, f, f, cut)
+            if candidate.name not in names:  # already in the space
+                candidates.append(candidate)
+                names.add(candidate.name)
     latency = config.latency
     costs = [module_costs(c.module, _input_shape(partition, c, keeps), latency) for c in candidates]
     last = partition.interfaces[-1]

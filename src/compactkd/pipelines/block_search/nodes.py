@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from compactkd import distributed
+from compactkd.baselines import pruned_fractions
 from compactkd.config import config_from_params
 from compactkd.data import input_shape
 from compactkd.search.blockwise import plugin_drops, train_candidates
@@ -52,9 +53,10 @@ def prepare_candidates(
     params: dict[str, Any],
 ) -> CandidatePool:
     """Partition, candidates and costs; an infeasible budget fails here, before training."""
-    config = _config(params)
+    config, shape = _config(params), input_shape(splits)
+    cuts = pruned_fractions(teacher, shape, importance, config)  # the uniform cut, if asked
     torch.manual_seed(config.training.seed)  # random initial weights: a rerun resumes the run
-    pool = build_pool(teacher, input_shape(splits), importance, config)
+    pool = build_pool(teacher, shape, importance, config, cuts)
     feasible_budgets(pool, config)
     return pool
 
