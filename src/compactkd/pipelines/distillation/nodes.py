@@ -6,6 +6,7 @@ Every model is fine-tuned by the same trainer on the same splits for the same ep
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -24,7 +25,7 @@ Outputs = tuple[dict[str, Any], pd.DataFrame, dict[str, Any]]
 
 def _run(
     name: str,
-    recipe: Any,
+    recipe: Callable[[], Recipe],
     teacher: nn.Module,
     splits: dict[str, Any],
     spec: dict[str, Any],
@@ -34,8 +35,8 @@ def _run(
     if not config.runs(name):
         empty = pd.DataFrame(columns=["model", "seed", *HISTORY_COLUMNS])  # a CSV with a header
         return {"model": name, "packages": []}, empty, {"model": name, "skipped": True}
-    built: Recipe = recipe()  # a baseline that cannot fit the budgets fails here
-    networks, history, summary = finetune(built, teacher, splits, config, run_tag(spec))
+    # A baseline that cannot fit the budgets fails here, before any training.
+    networks, history, summary = finetune(recipe(), teacher, splits, config, run_tag(spec))
     return {"model": name, "packages": [network_package(n) for n in networks]}, history, summary
 
 
