@@ -1,8 +1,5 @@
-"""Nodes of the ``distillation`` stage: one per model, each fine-tuned once per seed.
-
-Every model is fine-tuned by the same trainer on the same splits for the same epochs
-(recipes: :mod:`compactkd.baselines`); a baseline switched off yields no networks.
-"""
+"""Nodes of the ``distillation`` stage: one per model, each fine-tuned once per seed by the
+same trainer (recipes: :mod:`compactkd.baselines`); a switched-off baseline yields none."""
 
 from __future__ import annotations
 
