@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import TINY_RUN, run_session
+from helpers import PROJECT_ROOT, TINY_RUN, run_session
 from kedro.framework.project import configure_project
 from kedro.pipeline import node
 
@@ -119,3 +119,12 @@ def test_each_node_ends_with_a_one_line_summary(caplog: pytest.LogCaptureFixture
     assert line.startswith("train done in ") and " s: " in line
     assert "teacher_model (269,434 params)" in line  # ResNet-20, one input channel
     assert "metrics (student top1 97.25, student flops_reduction 3)" in line
+
+
+def test_pipeline_files_stay_thin() -> None:
+    """Nodes are glue: domain code belongs in the library modules, not under pipelines/."""
+    files = sorted((PROJECT_ROOT / "src" / "compactkd" / "pipelines").rglob("*.py"))
+    assert files
+    long = {str(f.relative_to(PROJECT_ROOT)): n for f in files
+            if (n := len(f.read_text().splitlines())) > 120}  # fmt: skip
+    assert not long, f"pipeline files over 120 lines: {long}"
