@@ -42,15 +42,22 @@ def test_a_shard_loader_keeps_the_number_of_steps(digits_splits: dict) -> None:
     assert seen == -(-alone.num_samples // 2)
 
 
-def kedro(project: Path, *launcher: str, params: str) -> subprocess.CompletedProcess:
-    """``kedro run`` of the first two stages, started by ``launcher`` (nothing: plainly)."""
+def kedro(
+    project: Path,
+    *launcher: str,
+    params: str,
+    runner: str = "SequentialRunner",
+    stages: str = "data_processing,teacher",
+    check: bool = True,
+) -> subprocess.CompletedProcess:
+    """``kedro run`` of ``stages``, started by ``launcher`` (nothing: plainly)."""
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     # COLUMNS: Kedro's rich log lines unwrapped, so the test can read them.
     env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "PATH": path, "COLUMNS": "300"}
-    stages = "data_processing,teacher"
-    command = [*launcher, "kedro", "run", "--pipelines", stages, "--params", params]
+    command = [*launcher, "kedro", "run", "--runner", runner, "--pipelines", stages]
+    command += ["--params", params]
     done = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.returncode == 0 or not check, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 
 
@@ -83,3 +90,22 @@ def test_two_gloo_processes_train_the_teacher_like_one(tmp_path: Path) -> None:
     logs = done.stdout + done.stderr
     assert "rank 1 of 2: outputs stay in memory" in logs
     assert logs.count("Saving data to teacher_metrics (JSONDataset)") == 1
+
+
+@pytest.mark.slow
+def test_parallel_runner_workers_train_with_one_thread_each(tmp_path: Path) -> None:
+    """Under ParallelRunner each node runs in a worker process, as many as cores: each trains
+    with one thread, where a plain run uses every core's."""
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: one thread either way")
+    project = copy_project(tmp_path / "project")
+    # data_processing hands its raw dataset to the next node in memory: refused at once.
+    refused = kedro(project, params=TINY_TEACHER, runner="ParallelRunner", check=False)
+    assert refused.returncode != 0 and "raw_dataset" in refused.stdout + refused.stderr
+    assert not (project / "data/05_model_input/splits.pt").exists()
+
+    kedro(project, params=TINY_TEACHER, stages="data_processing")
+    kedro(project, params=TINY_TEACHER, runner="ParallelRunner", stages="teacher")
+    metrics = json.loads((project / "data/08_reporting/teacher_metrics.json").read_text())
+    assert metrics["threads"] == 1 and metrics["processes"] == 1
+    assert metrics["test_top1"] > 80

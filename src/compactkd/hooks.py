@@ -4,6 +4,7 @@ every node ends with a one-line summary of what it produced and how long it took
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
@@ -32,12 +33,19 @@ class BudgetSweepHooks:
         pipeline_registry.use_budgets(context.params["block_search"]["budgets"])
 
 
+_WORKER_OF = "COMPACTKD_PARALLEL_RUN_PID"  # set by a ParallelRunner run's main process
+
+
 class RuntimeHooks:
     """Threads from ``runtime.threads`` (or the machine); torchrun's process group.
 
     Started by ``torchrun --nproc_per_node N -m kedro run ...``, every process joins the
     group and runs the pipeline, training its share of each batch; only rank 0 writes:
     the other ranks keep what the run produces in memory.
+
+    Under ``kedro run --runner ParallelRunner`` every node runs in a worker process of its
+    own, as many at once as there are cores: each worker then trains with one thread, not
+    with the run's (which would put several threads on every core).
     """
 
     @hook_impl
@@ -50,9 +58,21 @@ class RuntimeHooks:
         distributed.start()
 
     @hook_impl
-    def before_pipeline_run(self, pipeline: Pipeline, catalog: Any) -> None:
+    def before_node_run(self) -> None:
+        if os.environ.get(_WORKER_OF) not in (None, str(os.getpid())):  # a ParallelRunner worker
+            import torch
+
+            torch.set_num_threads(1)
+
+    @hook_impl
+    def before_pipeline_run(
+        self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any
+    ) -> None:
         from compactkd import distributed
 
+        if "ParallelRunner" in str(run_params.get("runner")):
+            _check_parallel(pipeline, catalog)
+            os.environ[_WORKER_OF] = str(os.getpid())  # workers, forked or spawned, inherit it
         shard = distributed.current()
         if shard.rank == 0:
             return
@@ -63,15 +83,32 @@ class RuntimeHooks:
 
     @hook_impl
     def after_pipeline_run(self) -> None:
-        from compactkd import distributed
-
-        distributed.stop()
+        _end_run()
 
     @hook_impl
     def on_pipeline_error(self) -> None:
-        from compactkd import distributed
+        _end_run()
 
-        distributed.stop()
+
+def _check_parallel(pipeline: Pipeline, catalog: Any) -> None:
+    """Refuse, before any work, what ParallelRunner would break: a dataset the catalog keeps
+    in one process's memory (``MemoryDataset``) passed from one node to another."""
+    passed = pipeline.all_outputs() & pipeline.all_inputs()
+    in_memory = sorted(n for n in passed if type(catalog.get(n)) is MemoryDataset)
+    if in_memory:
+        raise ValueError(
+            "ParallelRunner runs every node in its own process, but the in-memory dataset(s) "
+            f"{', '.join(in_memory)} pass from one node to another: run those stages with the "
+            "default runner (e.g. `kedro run --pipelines data_processing,teacher,block_search`, "
+            "then `kedro run --pipelines distillation --runner ParallelRunner`)"
+        )
+
+
+def _end_run() -> None:
+    from compactkd import distributed
+
+    distributed.stop()
+    os.environ.pop(_WORKER_OF, None)  # later processes started from this one are not workers
 
 
 class MissingInputsHooks:
