@@ -68,7 +68,8 @@ def build_pool(
     partition = partition_model(teacher, input_shape, config.granularity)
     spaces = block_spaces(partition.block_names, config.space, config.blocks)
     keeps = interface_keeps(importance, [*config.interface_fractions, *uniform_cuts])
-    configured = [{f: keep[f] for f in config.interface_fractions} for keep in keeps]
+    wanted = set(config.interface_fractions)  # the order of `keeps`: narrowest first
+    configured = [{f: k for f, k in keep.items() if f in wanted} for keep in keeps]
     candidates = build_candidates(partition, spaces, configured)
     names = {c.name for c in candidates}
     for f in uniform_cuts:
