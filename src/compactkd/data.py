@@ -406,15 +406,18 @@ class BatchLoader:
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """:meth:`batches` with each image's position in the split, ``(images, labels, index)``."""
         order = self._order(generator)
-        if order is None:
-            order = torch.arange(len(self.labels))
-        order = _to_device(order, self.device)
-        for start in range(0, len(order), self.batch_size):
-            index = order[start : start + self.batch_size]
+        if order is not None:
+            order = _to_device(order, self.device)
+        count = len(order) if order is not None else len(self.labels)
+        for start in range(0, count, self.batch_size):
+            stop = min(start + self.batch_size, count)
+            # In order, a batch is a slice of the split: a view, no gather.
+            index = slice(start, stop) if order is None else order[start:stop]
             images = (self.images[index].float() / 255.0 - self.mean) / self.std
             if generator is not None:
                 images = self._augment(images, generator)
-            yield images, self.labels[index], index
+            positions = torch.arange(start, stop, device=self.device) if order is None else index
+            yield images, self.labels[index], positions
 
     def _order(self, generator: torch.Generator | None) -> torch.Tensor | None:
         if generator is None:

@@ -198,7 +198,7 @@ def candidate_table(
     ``nmse_kept`` is the validation NMSE on the channels a candidate writes; ``nmse`` the
     same against the teacher's whole output interface (channels it drops count as error).
     """
-    rows, index_of = [], block_index(pool.partition)
+    rows, index_of, kept_active = [], block_index(pool.partition), set(active)
     for position, candidate in enumerate(pool.candidates):
         kept = nmse.get(position)
         output = index_of[candidate.block] + 1
@@ -215,7 +215,7 @@ def candidate_table(
             "nmse": None
             if kept is None
             else losses.full_nmse(kept, output, candidate.out_fraction),
-            "active": position in set(active),
+            "active": position in kept_active,
         }
         if plugin_drop is not None:
             row["plugin_drop"] = plugin_drop.get(position)
