@@ -277,6 +277,27 @@ def test_block_search_pipeline_writes_table_and_spec_within_budget(
     run_session(project_copy, ["block_search"], TINY_RUN)
     assert pd.read_csv("data/08_reporting/block_search_history.csv").equals(history)
 
+    # score: predicted_accuracy measures drawn structures and fits their accuracy; the
+    # candidates are not retrained (same pool and training settings), and the predictor's
+    # time counts in the search's.
+    search = TINY_RUN["block_search"]
+    predicted = {
+        **TINY_RUN,
+        "block_search": {**search, "score": "predicted_accuracy", "predictor": {"samples": 6}},
+    }
+    run_session(project_copy, ["block_search"], predicted)
+    assert pd.read_csv("data/08_reporting/block_search_history.csv").equals(history)
+    fit = json.loads(Path("data/07_model_output/accuracy_predictor.json").read_text())
+    metrics = json.loads(Path("data/08_reporting/block_search_metrics.json").read_text())
+    assert fit["fitted"] and metrics["score"] == "predicted_accuracy"
+    assert metrics["predictor_samples"] == len(fit["samples"]) == 6
+    assert len({tuple(s["chosen"].values()) for s in fit["samples"]}) == 6
+    assert all(0 <= s["val_top1"] <= 100 for s in fit["samples"])
+    assert -1 <= metrics["predictor_kendall_tau"] <= 1
+    trained = float(history["seconds"].sum())
+    assert metrics["seconds"] == pytest.approx(trained + metrics["predictor_seconds"])
+    assert metrics["predictor_seconds"] > 0
+
     # The saved weights rebuild every candidate, and they are the block-wise trained ones.
     saved = TensorDictDataset(filepath="data/06_models/candidate_weights.pt").load()
     teacher = load_model("data/06_models/teacher.pt")
@@ -292,7 +313,6 @@ def test_block_search_pipeline_writes_table_and_spec_within_budget(
 
     # An impossible budget fails before any training, naming the smallest reachable cost.
     (project_copy / "data/07_model_output/candidates.csv").unlink()
-    search = TINY_RUN["block_search"]
     impossible = {**TINY_RUN, "block_search": {**search, "budgets": [{"params": 0.01}]}}
     with pytest.raises(Exception, match="params budget .* below the smallest reachable"):
         run_session(project_copy, ["block_search"], impossible)

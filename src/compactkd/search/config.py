@@ -9,7 +9,32 @@ from typing import Any
 from compactkd.search.blockwise import BlockTrainConfig
 from compactkd.search.select import budget_list
 
-SCORES = ("nmse", "kept_nmse", "weighted_nmse", "plugin_drop")
+SCORES = ("nmse", "kept_nmse", "weighted_nmse", "plugin_drop", "predicted_accuracy")
+
+
+@dataclass(frozen=True)
+class PredictorConfig:
+    """How ``score: predicted_accuracy`` learns what accuracy a structure reaches
+    (:mod:`compactkd.search.predictor`)."""
+
+    samples: int = 24  # budget-feasible structures assembled and measured
+    noise: float = 1.0  # spread (log scale) of the score perturbation that draws them
+    ridge: float = 1.0  # L2 penalty of the linear fit, on standardised features
+    recalibration_batches: int = 10  # BatchNorm re-estimation before measuring
+    finetune_batches: int = 0  # KD steps before measuring (0: BatchNorm recalibration only)
+    batch_size: int = 128
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.samples < 4:
+            raise ValueError("block_search.predictor.samples must be at least 4 (a fit and "
+                             "a ranking held out from it need them)")  # fmt: skip
+        if self.noise < 0 or self.ridge <= 0 or self.finetune_batches < 0:
+            raise ValueError("block_search.predictor: noise and finetune_batches must be >= 0, "
+                             "ridge > 0")  # fmt: skip
+        if self.recalibration_batches < 1 or self.batch_size < 1:
+            raise ValueError("block_search.predictor: recalibration_batches and batch_size "
+                             "must be at least 1")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -24,6 +49,7 @@ class BlockSearchConfig:
     blocks: Mapping[str, Any] = field(default_factory=dict)  # per-block spaces or families
     pin: Mapping[str, str] = field(default_factory=dict)
     score: str = "nmse"
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)
     block_weights: Mapping[str, float] = field(default_factory=dict)
     plugin_drop: bool = False  # measure plug-in drops even when they are not the score
     latency: bool = False  # measure every candidate's latency (needed for a latency budget)

@@ -35,9 +35,12 @@ from compactkd.search.blockwise import (
     channel_importance,
     importance_loader,
     interface_losses,
+    plugin_drops,
+    train_candidates,
 )
 from compactkd.search.config import BlockSearchConfig
 from compactkd.search.select import Option, Selection, resolve_budgets, select
+from compactkd.training import resolve_device
 
 
 @dataclass
@@ -48,6 +51,7 @@ class CandidatePool:
     costs: list[dict[str, float]]
     stems: dict[float, dict[str, float]]  # costs of the stem at each kept fraction of x_0
     heads: dict[float, dict[str, float]]  # costs of the head at each kept fraction of x_N
+    uniform_cuts: tuple[float, ...] = ()  # the pruned baseline's fraction per budget, if added
 
 
 def build_pool(
@@ -92,7 +96,7 @@ def build_pool(
         f: module_costs(narrow_head(partition.head, keep), (len(keep), *last[1:]), latency)
         for f, keep in keeps[-1].items()
     }
-    return CandidatePool(partition, keeps, candidates, costs, stems, heads)
+    return CandidatePool(partition, keeps, candidates, costs, stems, heads, tuple(uniform_cuts))
 
 
 def _input_shape(partition: Partition, candidate: Candidate, keeps: list) -> tuple[int, ...]:
@@ -342,6 +346,47 @@ def measure_interface_losses(
         parts.cpu()
 
 
+def train_pool(
+    pool: CandidatePool, splits: Mapping[str, Any], config: BlockSearchConfig
+) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame, dict[str, dict[float, float]]]:
+    """Block-wise distillation of every candidate: the candidate table, the candidates'
+    weights (with the interface keeps), the training history and ``interface_scores``."""
+    history, nmse, active = train_candidates(
+        pool.partition,
+        pool.candidates,
+        pool.keeps,
+        splits,
+        dict(enumerate(pool.costs)),
+        config.training,
+        config.resume_path,
+        protected=pinned_positions(pool, config.pin),
+    )
+    device = resolve_device(config.training.device)
+    drops = None
+    if config.wants_plugin_drop:
+        drops = plugin_drops(pool.partition, pool.candidates, pool.keeps, active, splits, device)
+    losses = measure_interface_losses(pool, splits, device)
+    weights = {
+        "keeps": [dict(keeps) for keeps in pool.keeps],
+        "weights": {c.name: c.module.state_dict() for c in pool.candidates},
+    }
+    table = candidate_table(pool, nmse, active, losses, drops)
+    return table, weights, history, interface_scores(losses)
+
+
+def scored_options(
+    pool: CandidatePool,
+    table: pd.DataFrame,
+    ends: Mapping[str, Mapping[Any, float]],
+    config: BlockSearchConfig,
+) -> list[Option]:
+    """Every option of the selection, scored as ``config.score`` asks (the NMSE for
+    ``predicted_accuracy``, whose predictor rescores them)."""
+    return selection_options(
+        pool, candidate_scores(table, config), config.pin, end_scores(ends, config)
+    )
+
+
 def candidate_scores(table: pd.DataFrame, config: BlockSearchConfig) -> dict[int, float]:
     """What the selection minimises for each active candidate (by position in the table)."""
     active = table[table["active"]]
@@ -362,7 +407,7 @@ def end_scores(
     the head the NMSE of the teacher's logits read from the kept channels; the other
     scores leave both at 0 (what narrowing the ends loses is then not scored).
     """
-    charged = config.score in ("nmse", "weighted_nmse")
+    charged = config.score in ("nmse", "weighted_nmse", "predicted_accuracy")
     return {
         end: {float(f): float(score) if charged else 0.0 for f, score in losses[end].items()}
         for end in ("stem", "head")
@@ -393,16 +438,19 @@ def search_metrics(
     pool: CandidatePool,
     table: pd.DataFrame,
     history: pd.DataFrame,
+    predictor: Mapping[str, Any],
     teacher_metrics: Mapping[str, Any],
     checks: Sequence[Mapping[str, Any]],
 ) -> dict[str, Any]:
     """The figures of ``block_search_metrics.json``; ``checks`` holds each budget's
     assembled student (its spec and validation top-1 before fine-tuning), first budget first.
 
-    ``seconds`` is the block-wise training's (its epochs, across resumed runs too), set
-    against the teacher's training epochs; a teacher given as a checkpoint has no ratio.
+    ``seconds`` is the block-wise training's (its epochs, across resumed runs too) plus the
+    accuracy predictor's, set against the teacher's training epochs; a teacher given as a
+    checkpoint has no ratio.
     """
-    seconds = float(history["seconds"].sum())
+    predictor_seconds = float(predictor.get("seconds", 0.0))
+    seconds = float(history["seconds"].sum()) + predictor_seconds
     teacher_seconds = teacher_metrics.get("train_seconds") or None
     choices = [
         {
@@ -417,6 +465,11 @@ def search_metrics(
         for check in checks
     ]
     return {
+        "score": predictor["score"],
+        "predictor_samples": len(predictor.get("samples", [])),
+        "predictor_kendall_tau": predictor.get("kendall_tau"),
+        "nmse_kendall_tau": predictor.get("nmse_kendall_tau"),
+        "predictor_seconds": predictor_seconds,
         "blocks": len(pool.partition.block_names),
         "candidates": len(pool.candidates),
         "active_candidates": int(table["active"].sum()),

@@ -426,6 +426,7 @@ def select(
     slots: Sequence[str],
     budgets: Mapping[str, float],
     reference: Mapping[str, float] | None = None,
+    excluded: Sequence[Mapping[str, str]] = (),
 ) -> Selection:
     """Choose one option per slot minimising the summed score under the budgets, exactly.
 
@@ -437,6 +438,8 @@ def select(
             a None value means no budget on that resource.
         reference: resource -> reference (teacher's) cost, only used to show ratios in the
             message of :class:`InfeasibleBudget`.
+        excluded: networks that may not be returned, each as slot -> option name (no-good
+            cuts: drawing distinct networks one after another).
 
     Returns:
         The optimal :class:`Selection` (one of them when several tie).
@@ -458,6 +461,11 @@ def select(
     constraints = [structure.constraint]
     if budgets:
         constraints.append(_budget_constraint(options, structure, budgets))
+    position = {(option.slot, option.name): i for i, option in enumerate(options)}
+    for network in excluded:
+        indices = [position.get((slot, name)) for slot, name in network.items()]
+        if None not in indices:  # a network these options cannot build needs no cut
+            constraints.append(_no_good_cut(indices, structure))
     for _ in range(_MAX_CUTS + 1):
         result = _solve(scores, structure, constraints)
         if result.status == 2:

@@ -12,25 +12,20 @@ from compactkd import distributed
 from compactkd.baselines import pruned_fractions
 from compactkd.config import config_from_params
 from compactkd.data import input_shape
-from compactkd.search.blockwise import plugin_drops, train_candidates
 from compactkd.search.config import BlockSearchConfig
 from compactkd.search.pool import (
     CandidatePool,
     build_pool,
-    candidate_scores,
-    candidate_table,
-    end_scores,
     feasible_budgets,
     interface_importance,
-    interface_scores,
-    measure_interface_losses,
-    pinned_positions,
+    scored_options,
     search_metrics,
-    selection_options,
     slots,
     student_spec,
     teacher_costs,
+    train_pool,
 )
+from compactkd.search.predictor import LinearPredictor, fit_predictor, predicted_options
 from compactkd.search.select import select
 from compactkd.training import resolve_device
 
@@ -66,40 +61,41 @@ def train_block_candidates(
 ) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame, dict[str, Any]]:
     """Block-wise distillation of every candidate: their table, weights and history, and
     what narrowing the stem and the head loses (``interface_scores``)."""
+    return train_pool(pool, splits, _config(params))
+
+
+def fit_accuracy_predictor(
+    teacher: nn.Module,
+    pool: CandidatePool,
+    table: pd.DataFrame,
+    weights: dict[str, Any],
+    ends: dict[str, dict[Any, float]],
+    splits: dict[str, Any],
+    params: dict[str, Any],
+) -> dict[str, Any]:
+    """``score: predicted_accuracy``: structures measured, the linear fit and its ranking."""
     config = _config(params)
-    history, nmse, active = train_candidates(
-        pool.partition,
-        pool.candidates,
-        pool.keeps,
-        splits,
-        dict(enumerate(pool.costs)),
-        config.training,
-        config.resume_path,
-        protected=pinned_positions(pool, config.pin),
-    )
+    if config.score != "predicted_accuracy":
+        return {"score": config.score, "fitted": False}
+    options = scored_options(pool, table, ends, config)
     device = resolve_device(config.training.device)
-    drops = None
-    if config.wants_plugin_drop:
-        drops = plugin_drops(pool.partition, pool.candidates, pool.keeps, active, splits, device)
-    losses = measure_interface_losses(pool, splits, device)
-    weights = {
-        "keeps": [dict(keeps) for keeps in pool.keeps],
-        "weights": {c.name: c.module.state_dict() for c in pool.candidates},
-    }
-    table = candidate_table(pool, nmse, active, losses, drops)
-    return table, weights, history, interface_scores(losses)
+    budgets = feasible_budgets(pool, config)
+    fit = fit_predictor(teacher, pool, table, weights, options, splits, config, budgets, device)
+    return {"score": config.score, "fitted": True, **fit}
 
 
 def select_students(
     pool: CandidatePool,
     table: pd.DataFrame,
     ends: dict[str, dict[Any, float]],
+    predictor: dict[str, Any],
     params: dict[str, Any],
 ) -> tuple[dict[str, Any], ...]:
     """The exact choice under each budget of the sweep: one student spec per budget."""
     config = _config(params)
-    scores = candidate_scores(table, config)
-    options = selection_options(pool, scores, config.pin, end_scores(ends, config))
+    options = scored_options(pool, table, ends, config)
+    if predictor.get("fitted"):
+        options = predicted_options(options, LinearPredictor.from_dict(predictor["predictor"]))
     reference = teacher_costs(pool)
     return tuple(
         student_spec(
@@ -113,8 +109,10 @@ def summarise_block_search(
     pool: CandidatePool,
     table: pd.DataFrame,
     history: pd.DataFrame,
+    predictor: dict[str, Any],
     teacher_metrics: dict[str, Any],
     *checks: dict[str, Any],
 ) -> dict[str, Any]:
-    """``block_search_metrics.json``: the pool, the training, each budget's choice."""
-    return search_metrics(pool, table, history, teacher_metrics, checks) | distributed.run_facts()
+    """``block_search_metrics.json``: pool, training, predictor and each budget's choice."""
+    metrics = search_metrics(pool, table, history, predictor, teacher_metrics, checks)
+    return metrics | distributed.run_facts()

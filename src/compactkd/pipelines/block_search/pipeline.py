@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from kedro.pipeline import Pipeline, node, pipeline
 
 from compactkd.pipelines.block_search.nodes import (
+    fit_accuracy_predictor,
     prepare_candidates,
     rank_interface_channels,
     select_students,
@@ -46,9 +47,29 @@ def create_pipeline(namespaces: Sequence[str | None] = (None,), **kwargs) -> Pip
                 ],
                 name="train_block_candidates",
             ),
+            node(
+                fit_accuracy_predictor,
+                [
+                    "teacher_model",
+                    "candidate_pool",
+                    "candidates_table",
+                    "candidate_weights",
+                    "interface_scores",
+                    "splits",
+                    SEARCH,
+                ],
+                "accuracy_predictor",
+                name="fit_accuracy_predictor",
+            ),
             across_budgets(
                 select_students,
-                ["candidate_pool", "candidates_table", "interface_scores", SEARCH],
+                [
+                    "candidate_pool",
+                    "candidates_table",
+                    "interface_scores",
+                    "accuracy_predictor",
+                    SEARCH,
+                ],
                 specs,
                 name="select_students",
             ),
@@ -73,7 +94,14 @@ def create_pipeline(namespaces: Sequence[str | None] = (None,), **kwargs) -> Pip
     shared = {"teacher_model", "candidates_table", "candidate_weights", "splits"}
     summary = across_budgets(
         summarise_block_search,
-        ["candidate_pool", "candidates_table", "block_search_history", "teacher_metrics", *checks],
+        [
+            "candidate_pool",
+            "candidates_table",
+            "block_search_history",
+            "accuracy_predictor",
+            "teacher_metrics",
+            *checks,
+        ],
         "block_search_metrics",
         name="summarise_block_search",
     )
