@@ -52,9 +52,11 @@ def student_only() -> dict[str, Any]:
     return {"distillation.seeds": 1, **baselines}
 
 
-def run_row(name: str, env: str) -> dict[str, Any]:
+def run_row(name: str, env: str, threads: int | None) -> dict[str, Any]:
     """Search, fine-tune and evaluate with the row's settings; its figures."""
     settings = {**student_only(), "block_search.uniform_cuts": False, **ROWS[name]}
+    if threads:
+        settings["runtime.threads"] = threads
     params = ",".join(
         f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in settings.items()
     )
@@ -107,6 +109,7 @@ def main() -> None:
     parser.add_argument("--env", default="cifar10")
     parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated row names")
     parser.add_argument("--table", action="store_true", help="print the table and stop")
+    parser.add_argument("--threads", type=int, help="torch threads (default: the run's)")
     args = parser.parse_args()
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"rows": {}}
     if args.table:
@@ -118,7 +121,7 @@ def main() -> None:
     for name in args.rows.split(","):
         if name in results["rows"]:
             continue
-        results["rows"][name] = run_row(name, args.env)
+        results["rows"][name] = run_row(name, args.env, args.threads)
         save(results)
         print(table(results), flush=True)
 

@@ -11,17 +11,23 @@ import json
 from pathlib import Path
 
 import pandas as pd
+from cifar10_ablation import RESULTS as ABLATION
+from cifar10_ablation import table as ablation_table
 
-BASELINES = ("scratch", "uniform", "pruned")
+
+def baselines(metrics: dict) -> list[str]:
+    """The baselines the run compared (every model but the teacher and the student)."""
+    return [name for name in metrics if name not in ("teacher", "student")]
 
 
 def summary(data: Path) -> dict:
     reporting = data / "08_reporting"
     metrics = json.loads((reporting / "metrics.json").read_text())
+    names = baselines(metrics)
     student = metrics["student"]
     result: dict = {"teacher": {"top1": metrics["teacher"]["top1"],
                                 "top1_ci95": metrics["teacher"]["top1_ci95"]}}  # fmt: skip
-    for name in ("student", *BASELINES):
+    for name in ("student", *names):
         figures = metrics[name]
         result[name] = {
             key: figures[key]
@@ -29,7 +35,13 @@ def summary(data: Path) -> dict:
         }
     evaluation = json.loads((reporting / "evaluation.json").read_text())
     result["seeds"] = len(evaluation["student"]["top1_seeds"])
-    for name in BASELINES:
+    search = json.loads((reporting / "block_search_metrics.json").read_text())
+    result["search"] = {
+        key: search.get(key)
+        for key in ("score", "chosen", "assembled_val_top1", "seconds", "overhead_vs_teacher",
+                    "predictor_samples", "predictor_kendall_tau", "nmse_kendall_tau")
+    }  # fmt: skip
+    for name in names:
         result[f"student_minus_{name}_ci95"] = student["vs"][name]["ci95"]
         result[f"student_minus_{name}"] = student["vs"][name]["difference"]
     return result
@@ -37,6 +49,7 @@ def summary(data: Path) -> dict:
 
 def markdown(data: Path, result: dict, note: str) -> str:
     reporting = data / "08_reporting"
+    names = baselines(json.loads((reporting / "metrics.json").read_text()))
     evaluation = json.loads((reporting / "evaluation.json").read_text())
     teacher = json.loads((reporting / "teacher_metrics.json").read_text())
     search = json.loads((reporting / "block_search_metrics.json").read_text())
@@ -57,7 +70,7 @@ def markdown(data: Path, result: dict, note: str) -> str:
             f"{figures['latency_ms_b1']:.2f} / {figures['latency_ms_b32']:.1f} |"
         )
     diffs = []
-    for name in BASELINES:
+    for name in names:
         low, high = result[f"student_minus_{name}_ci95"]
         diffs.append(f"| student - {name} | {result[f'student_minus_{name}']:+.2f} | "
                      f"[{low:+.2f}, {high:+.2f}] |")  # fmt: skip
@@ -96,6 +109,13 @@ Uniform baseline width x{distill["models"]["uniform"]["width_mult"]:.4f}; pruned
 | block search (all candidates, every epoch) | {search["seconds"]:.0f} s \
 ({search["overhead_vs_teacher"]:.2f}x the teacher) |
 {times}
+
+## Ablation: what the search optimises, and the space it searches
+
+One seed of the student's fine-tune per row, the same teacher (`benchmarks/cifar10_ablation.py`,
+`benchmarks/cifar10_ablation.json`); the final settings' row is the run above.
+
+{ablation_table(json.loads(ABLATION.read_text())) if ABLATION.exists() else "(not run)"}
 """
 
 
