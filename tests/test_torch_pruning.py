@@ -162,4 +162,3 @@ def test_the_stage_reports_the_costs_of_the_networks_it_saved(finished_run: Path
         network = network_from_package(package)
         assert count_flops(network, shape) == metrics["flops"] == summary["flops"]
         assert count_params(network) == metrics["params"] == summary["params"]
-
