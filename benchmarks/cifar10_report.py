@@ -78,7 +78,7 @@ def markdown(data: Path, result: dict, note: str) -> str:
     epochs = int(history["epoch"].max())
     times = "\n".join(f"| {m} fine-tunes ({result['seeds']} seeds x {epochs} epochs) | "
                       f"{s:.0f} s |" for m, s in seconds.items())  # fmt: skip
-    return f"""# CIFAR-10 at CPU scale: the student against the teacher and three baselines
+    return f"""# CIFAR-10 at CPU scale: the student against the teacher and the baselines
 
 {note}
 
@@ -90,6 +90,7 @@ assembled before fine-tuning {search["assembled_val_top1"]:.2f}% validation, tea
 {search["teacher_val_top1"]:.2f}%). BatchNorm recalibration: {distill.get("recalibration")}.
 Uniform baseline width x{distill["models"]["uniform"]["width_mult"]:.4f}; pruned baseline keeps
 {distill["models"]["pruned"]["kept_fraction"]:.4f} of every layer's channels.
+{_torch_pruning(distill)}
 
 ## Test accuracy ({evaluation["teacher"]["top1_ci95"]} is the teacher's 95% interval)
 
@@ -117,6 +118,14 @@ One seed of the student's fine-tune per row, the same teacher (`benchmarks/cifar
 
 {ablation_table(json.loads(ABLATION.read_text())) if ABLATION.exists() else "(not run)"}
 """
+
+
+def _torch_pruning(distill: dict) -> str:
+    cut = distill["models"].get("torch_pruning")
+    if cut is None:  # a run from before the baseline, or with it switched off
+        return ""
+    return (f"torch_pruning removes {cut['pruning_ratio']:.4f} of the channels, ranked globally "
+            f"({cut['flops_ratio']:.3f}x FLOPs, {cut['params_ratio']:.3f}x params).")  # fmt: skip
 
 
 def main() -> None:

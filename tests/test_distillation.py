@@ -118,13 +118,16 @@ def test_distillation_settings_override_the_shared_training_block() -> None:
 def test_unknown_baseline_is_refused_and_switched_off_ones_do_not_run() -> None:
     with pytest.raises(
         ValueError,
-        match=r"unknown baseline\(s\) \['random'\]; valid: \['scratch', 'uniform', 'pruned'\]",
+        match=r"unknown baseline\(s\) \['random'\]; valid: \['scratch', 'uniform', 'pruned', "
+        r"'torch_pruning'\]",
     ):
         DistillationConfig.from_params({"baselines": {"random": True}}, SHARED_TRAINING)
     config = DistillationConfig.from_params(
         {"baselines": {"uniform": False, "pruned": True}}, SHARED_TRAINING
     )
-    assert [m for m in MODELS if config.runs(m)] == ["student", "scratch", "pruned"]
+    assert [m for m in MODELS if config.runs(m)] == [
+        "student", "scratch", "pruned", "torch_pruning",
+    ]  # fmt: skip
 
 
 # ------------------------------------------------------------------------------ baselines
@@ -406,7 +409,7 @@ def test_metrics_json_has_every_model_with_the_agreed_keys(finished_run: Path) -
         assert metrics["scratch"][key] == metrics["student"][key]
     assert metrics["student"]["onnx_max_abs_diff"] < 1e-4
     assert metrics["student"]["onnx_latency_ms_b1"] > 0
-    assert set(metrics["student"]["vs"]) == {"scratch", "uniform", "pruned"}
+    assert set(metrics["student"]["vs"]) == set(MODELS) - {"student"}
     assert (finished_run / "data/06_models/student.onnx").stat().st_size > 1000
     comparison_csv = pd.read_csv(finished_run / "data/08_reporting/comparison.csv")
     assert list(comparison_csv["model"]) == list(EVERY_MODEL)
@@ -445,6 +448,7 @@ def test_every_model_has_its_own_finetuned_file_with_one_package_per_seed(
     assert list(summary["models"]) == list(MODELS) and summary["processes"] == 1
     assert 0 < summary["models"]["uniform"]["width_mult"] < 1
     assert 0 < summary["models"]["pruned"]["kept_fraction"] < 1
+    assert 0 < summary["models"]["torch_pruning"]["pruning_ratio"] < 1
     assert set(summary["models"]["student"]["recalibration"]) == {
         "val_top1_before",
         "val_top1_after",
@@ -533,11 +537,11 @@ def test_a_switched_off_baseline_is_left_out_of_a_whole_run(
     uniform = TensorDictDataset(filepath=str(project / "data/06_models/finetuned/uniform.pt"))
     assert uniform.load() == {"model": "uniform", "packages": []}
     metrics = json.loads((project / "data/08_reporting/metrics.json").read_text())
-    assert list(metrics) == ["teacher", "student", "scratch", "pruned"]
-    assert set(metrics["student"]["vs"]) == {"scratch", "pruned"}
+    assert list(metrics) == ["teacher", "student", "scratch", "pruned", "torch_pruning"]
+    assert set(metrics["student"]["vs"]) == {"scratch", "pruned", "torch_pruning"}
     sweep = pd.read_csv(project / "data/08_reporting/sweep.csv")
     assert "uniform" not in set(sweep["model"]) and set(sweep["budget"]) == {1, 2}
     history = pd.read_csv(project / "data/08_reporting/student_history.csv")
-    assert set(history["model"]) == {"student", "scratch", "pruned"}
+    assert set(history["model"]) == {"student", "scratch", "pruned", "torch_pruning"}
     summary = json.loads((project / "data/08_reporting/distillation_summary.json").read_text())
-    assert list(summary["models"]) == ["student", "scratch", "pruned"]
+    assert list(summary["models"]) == ["student", "scratch", "pruned", "torch_pruning"]

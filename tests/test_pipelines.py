@@ -58,7 +58,7 @@ def test_sweep_namespaces_follow_the_number_of_budgets() -> None:
         assert checks == {f"block_search.{ns}check_student" for ns in namespaces}
         use_budgets({"flops": 0.5})
         names = {n.name for n in register_pipelines()["distillation"].nodes}
-        models = ("student", "scratch", "uniform", "pruned")
+        models = ("student", "scratch", "uniform", "pruned", "torch_pruning")
         gathered = {"distillation.gather_histories", "distillation.gather_summaries"}
         assert names == {f"distillation.finetune_{m}" for m in models} | gathered
         with pytest.raises(ValueError, match="budgets must be a mapping"):

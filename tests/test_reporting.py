@@ -20,7 +20,7 @@ def test_report_is_one_self_contained_page_with_every_model_and_figure(finished_
     images = re.findall(r'<img [^>]*src="([^"]+)"', page)
     assert len(images) == 4 and all(src.startswith("data:image/png;base64,") for src in images)
     assert "http://" not in page and "https://" not in page  # opens without a network
-    for model in ("teacher", "student", "scratch", "uniform", "pruned"):
+    for model in ("teacher", "student", "scratch", "uniform", "pruned", "torch_pruning"):
         assert f"<td>{model}</td>" in page
     for name in ("pareto", "blocks", "curves", "confusion"):
         assert (reporting / f"{name}.png").read_bytes().startswith(b"\x89PNG")

@@ -9,8 +9,11 @@ same budgets (docs/method.md §7, §8).
   largest that fits: inner channels by the L1 norm of their filters, interface (residual)
   channels by the same activation ranking the block search uses; it keeps the teacher's
   weights, KD.
+- ``torch_pruning``: the trained teacher pruned by the torch-pruning package (DepGraph, group
+  magnitude, global ranking: :mod:`compactkd.depgraph`) at the smallest global ratio that
+  fits, so each layer loses what the ranking says; it keeps the teacher's weights, KD.
 
-Both baselines fit the FLOPs and parameter budgets, counted on the real modules.
+Every baseline fits the FLOPs and parameter budgets, counted on the real modules.
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ from compactkd.blocks.assembly import BlockChoice, Blueprint
 from compactkd.blocks.candidates import interface_keeps
 from compactkd.blocks.partition import partition_model
 from compactkd.costs import module_costs
+from compactkd.depgraph import MAX_RATIO, prunable_copy, prune
 from compactkd.distillation import Recipe, reinitialise
+from compactkd.model_files import network_from_package, network_package
 from compactkd.models import MODELS, build_model
 from compactkd.search.config import BlockSearchConfig
 from compactkd.search.pool import assemble_student, student_blueprint
@@ -179,3 +184,60 @@ def pruned_recipe(
     return Recipe(
         "pruned", lambda seed: copy.deepcopy(network), True, True, {"kept_fraction": fraction}
     )
+
+
+def torch_pruned(
+    teacher: nn.Module, input_shape: Sequence[int], budgets: Mapping[str, float]
+) -> tuple[nn.Module, float]:
+    """The teacher pruned by torch-pruning at the smallest global ratio whose network fits the
+    budgets (the largest network that fits), and that ratio."""
+    start = prunable_copy(teacher)
+    smallest: dict[str, Any] = {"ratio": math.inf}
+
+    def fits(share: float) -> bool:
+        # share 1 prunes nothing, share ~0 prunes MAX_RATIO: larger shares, larger networks.
+        ratio = MAX_RATIO * (1 - share)
+        network = prune(start, input_shape, ratio)
+        if not fits_budgets(network, input_shape, budgets):
+            return False
+        if ratio < smallest["ratio"]:  # the bisection's last fit: kept, not pruned again
+            smallest.update(ratio=ratio, network=network)
+        return True
+
+    try:
+        largest_fitting(fits)
+    except ValueError as error:
+        raise ValueError(
+            f"torch-pruning cannot fit the budgets {dict(budgets)}: even a global pruning ratio "
+            f"of {MAX_RATIO} leaves a larger network"
+        ) from error
+    return smallest["network"], smallest["ratio"]
+
+
+def torch_pruning_recipe(
+    teacher: nn.Module, input_shape: tuple[int, int, int], spec: Mapping[str, Any]
+) -> Recipe:
+    _check_prunable(teacher, input_shape)
+    network, ratio = torch_pruned(teacher, input_shape, spec["budgets"])
+    kept, reference = module_costs(network, input_shape), module_costs(teacher, input_shape)
+    facts = {
+        "pruning_ratio": ratio,
+        "flops": kept["flops"],
+        "params": kept["params"],
+        "flops_ratio": kept["flops"] / reference["flops"],
+        "params_ratio": kept["params"] / reference["params"],
+    }
+    logger.info("torch_pruning baseline: global pruning ratio %.4f", ratio)
+    return Recipe("torch_pruning", lambda seed: copy.deepcopy(network), True, True, facts)
+
+
+def _check_prunable(teacher: nn.Module, input_shape: Sequence[int]) -> None:
+    """Fail before any training where torch-pruning cannot prune the teacher, or its result
+    cannot be saved (rebuilt from spec and weights)."""
+    try:
+        network_from_package(network_package(prune(prunable_copy(teacher), input_shape, 0.5)))
+    except Exception as error:  # DepGraph's tracing fails in ways of its own
+        raise ValueError(
+            f"the torch_pruning baseline cannot prune {teacher.spec['name']!r} ({error}): "
+            "switch it off (distillation.baselines.torch_pruning: false)"
+        ) from error

@@ -61,8 +61,10 @@ def _size_bytes(package: Mapping[str, Any]) -> int:
 
 
 def _architecture(package: Mapping[str, Any]) -> str:
-    """What identifies a network's structure (not its weights): equal strings, equal speed."""
+    """What identifies a network's structure (not its weights): equal strings, equal speed.
+    The weights' shapes count, as a narrowed network's spec does not give its widths."""
     layout = {k: v for k, v in package.items() if k != "state_dict"}
+    layout["shapes"] = {k: list(v.shape) for k, v in package["state_dict"].items()}
     return json.dumps(layout, sort_keys=True, default=lambda x: x.tolist())
 
 

@@ -51,7 +51,7 @@ class KDObjective:
 
     Feature hints (``beta > 0``) need an assembled network (one with a ``blueprint``): its
     interface ``i`` then learns the teacher's ``x_i`` at the channels it kept. Other networks
-    (the uniform baseline) are trained on the logits alone.
+    (the uniform and torch_pruning baselines) are trained on the logits alone.
 
     ``fixed_inputs``: the training split, when training does not augment it. The teacher then
     sees each image once: its logits are computed on the first step and looked up by the
@@ -152,7 +152,8 @@ def reinitialise(model: nn.Module, seed: int) -> nn.Module:
     return model
 
 
-MODELS = ("student", "scratch", "uniform", "pruned")  # what a run fine-tunes and compares
+# What a run fine-tunes and compares.
+MODELS = ("student", "scratch", "uniform", "pruned", "torch_pruning")
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 A saved network is a *package*: plain data that rebuilds the architecture (a zoo model's
 ``spec``, or an assembled network's :class:`~compactkd.blocks.assembly.Blueprint`) plus its
-``state_dict``. Nothing pickled: packages load with ``torch.load(weights_only=True)``.
+``state_dict``. A zoo model whose layers a structural pruner narrowed (``narrowed = True``,
+:mod:`compactkd.models.narrowing`) is its spec plus a ``state_dict`` that gives the widths.
+Nothing pickled: packages load with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -16,21 +18,26 @@ from torch import nn
 
 from compactkd.blocks.assembly import Blueprint
 from compactkd.models import build_model
+from compactkd.models.narrowing import load_narrowed
 from compactkd.serialization import CheckpointError, atomic_save, safe_load
 
 MODEL_FORMAT = "compactkd.model/1"  # a zoo model: spec + weights
 ASSEMBLED_FORMAT = "compactkd.assembled/1"  # an assembled network: blueprint + weights
+NARROWED_FORMAT = "compactkd.narrowed/1"  # a zoo model at other widths: spec + weights
+FORMATS = (MODEL_FORMAT, ASSEMBLED_FORMAT, NARROWED_FORMAT)
 
 
 def network_package(model: nn.Module) -> dict[str, Any]:
-    """What is saved of a zoo model (its ``.spec``) or an assembled one (its ``.blueprint``)."""
+    """What is saved of a zoo model (its ``.spec``; narrowed or not) or an assembled one (its
+    ``.blueprint``)."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     blueprint = getattr(model, "blueprint", None)
     if isinstance(blueprint, Blueprint):
         return {"format": ASSEMBLED_FORMAT, "blueprint": blueprint.to_dict(), "state_dict": state}
     spec = getattr(model, "spec", None)
     if isinstance(spec, Mapping):
-        return {"format": MODEL_FORMAT, "spec": dict(spec), "state_dict": state}
+        kind = NARROWED_FORMAT if getattr(model, "narrowed", False) else MODEL_FORMAT
+        return {"format": kind, "spec": dict(spec), "state_dict": state}
     raise CheckpointError(
         f"{type(model).__name__} has neither a .spec nor a .blueprint: build models with "
         "compactkd.models.build_model or a Blueprint"
@@ -40,6 +47,8 @@ def network_package(model: nn.Module) -> dict[str, Any]:
 def network_from_package(package: Mapping[str, Any]) -> nn.Module:
     """Rebuild what :func:`network_package` saved, in eval mode."""
     kind = package.get("format")
+    if kind == NARROWED_FORMAT:
+        return load_narrowed(build_model(package["spec"]), package["state_dict"]).eval()
     if kind == ASSEMBLED_FORMAT:
         model = Blueprint.from_dict(package["blueprint"]).build()
     elif kind == MODEL_FORMAT:
@@ -62,14 +71,14 @@ def load_model(path: str | Path, spec: Mapping[str, Any] | None = None) -> nn.Mo
     when ``spec`` says which zoo architecture it belongs to; its keys must match exactly.
     """
     content = safe_load(path)
-    if isinstance(content, Mapping) and content.get("format") in (MODEL_FORMAT, ASSEMBLED_FORMAT):
+    if isinstance(content, Mapping) and content.get("format") in FORMATS:
         package = content
     elif spec is not None and _is_state_dict(content):
         package = {"format": MODEL_FORMAT, "spec": dict(spec), "state_dict": content}
     else:
         raise CheckpointError(
-            f"{path} is not a compactkd model (expected format {MODEL_FORMAT!r} or "
-            f"{ASSEMBLED_FORMAT!r}, or a state_dict together with the model spec it belongs to)"
+            f"{path} is not a compactkd model (expected a format of {list(FORMATS)}, or a "
+            "state_dict together with the model spec it belongs to)"
         )
     try:
         return network_from_package(package)

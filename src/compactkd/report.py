@@ -25,6 +25,7 @@ MODEL_STYLES = {
     "scratch": {"color": "tab:gray", "marker": "s"},
     "uniform": {"color": "tab:blue", "marker": "^"},
     "pruned": {"color": "tab:green", "marker": "D"},
+    "torch_pruning": {"color": "tab:purple", "marker": "v"},
 }
 
 

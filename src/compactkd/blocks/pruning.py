@@ -11,7 +11,8 @@
 Inside a stage the residual stream is carried at the width ``len(out_keep)``: every unit writes
 the teacher channels ``out_keep`` and the next unit reads exactly those. Where a parameter-free
 shortcut has to change the channel set (identity or zero-padding shortcut of the first unit, or
-of a single unit) a :class:`ChannelMap` does it; a convolutional ``downsample`` is sliced.
+of a single unit) a :class:`ChannelMap` does it; a convolutional ``downsample`` (or
+:class:`~compactkd.models.resnet.ConvShortcut`) is sliced.
 
 With ``in_keep`` and ``out_keep`` complete and ``ratio == 1`` the result computes exactly what
 the teacher block computes. At ``ratio == 1`` with a narrowed input it computes what the teacher
@@ -245,7 +246,8 @@ def _prune_basic_block(
     """Two 3x3 convs: conv1's outputs are the inner channels; shortcut mapped or sliced."""
     layers = [unit.conv1, unit.bn1, unit.relu, unit.conv2, unit.bn2]
     branch = _prune_chain(layers, in_keep, out_keep, ratio)
-    # compactkd names it `shortcut` (Identity or PadShortcut), torchvision `downsample`.
+    # compactkd names it `shortcut` (Identity, PadShortcut or ConvShortcut), torchvision
+    # `downsample`.
     teacher_shortcut = unit.shortcut if isinstance(unit, BasicBlock) else unit.downsample
     shortcut = _prune_shortcut(teacher_shortcut, in_keep, out_keep)
     return PrunedResidual(branch, shortcut, copy.deepcopy(unit.relu))
@@ -320,8 +322,9 @@ def _prune_shortcut(
         return _channel_map(in_keep, out_keep, 1)
     if isinstance(shortcut, PadShortcut):
         return _channel_map(in_keep, out_keep, shortcut.stride)
-    if isinstance(shortcut, nn.Sequential):
-        # torchvision downsample: a strided 1x1 conv and BN, sliced to [out_keep, in_keep].
+    if isinstance(shortcut, nn.Sequential | nn.Conv2d):
+        # torchvision downsample (a strided 1x1 conv and BN) or a ConvShortcut (the conv
+        # alone), sliced to [out_keep, in_keep].
         return _prune_chain(_flatten(shortcut), in_keep, out_keep, 1.0)
     raise ValueError(f"unsupported shortcut {type(shortcut).__name__}")
 

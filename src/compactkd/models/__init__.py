@@ -17,7 +17,7 @@ from typing import Any
 from torch import nn
 
 from .mobilenetv2 import InvertedResidual, MobileNetV2, mobilenet_v2
-from .resnet import BasicBlock, PadShortcut, ResNet, resnet20, resnet32, resnet56
+from .resnet import BasicBlock, ConvShortcut, PadShortcut, ResNet, resnet20, resnet32, resnet56
 from .torchvision import PREFIX as TORCHVISION_PREFIX
 from .torchvision import build_torchvision_model, torchvision_model_names
 from .vgg import VGG, vgg11_bn, vgg16_bn
@@ -27,6 +27,7 @@ __all__ = [
     "TORCHVISION_PREFIX",
     "VGG",
     "BasicBlock",
+    "ConvShortcut",
     "InvertedResidual",
     "MobileNetV2",
     "PadShortcut",

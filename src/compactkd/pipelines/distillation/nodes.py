@@ -4,14 +4,14 @@ same trainer (recipes: :mod:`compactkd.baselines`); a switched-off baseline yiel
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pandas as pd
 import torch
 from torch import nn
 
-from compactkd import distributed
-from compactkd.baselines import pruned_recipe, scratch_recipe, student_recipe, uniform_recipe
+from compactkd import baselines, distributed
 from compactkd.data import input_shape
 from compactkd.distillation import DistillationConfig, Recipe, finetune, run_tag
 from compactkd.model_files import network_package
@@ -26,9 +26,11 @@ def _run(
     teacher: nn.Module,
     splits: dict[str, Any],
     spec: dict[str, Any],
-    config: DistillationConfig,
+    settings: tuple[dict[str, Any], dict[str, Any]],
 ) -> Outputs:
-    """``recipe()`` fine-tuned per seed: ``{"model", "packages"}``, history, summary."""
+    """``recipe()`` fine-tuned per seed: ``{"model", "packages"}``, history, summary.
+    ``settings``: the ``distillation`` and shared ``training`` parameters."""
+    config = DistillationConfig.from_params(*settings)
     if not config.runs(name):
         empty = pd.DataFrame(columns=["model", "seed", *HISTORY_COLUMNS])  # a CSV with a header
         return {"model": name, "packages": []}, empty, {"model": name, "skipped": True}
@@ -47,12 +49,10 @@ def finetune_student(
     training: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, Any], pd.DataFrame, dict[str, Any]]:
     """The chosen blocks with their block-wise weights, KD; also its first seed alone."""
-    config = DistillationConfig.from_params(params, training)
-
-    def recipe() -> Recipe:
-        return student_recipe(teacher, input_shape(splits), spec, table, candidate_weights)
-
-    finetuned, history, summary = _run("student", recipe, teacher, splits, spec, config)
+    recipe = partial(
+        baselines.student_recipe, teacher, input_shape(splits), spec, table, candidate_weights
+    )
+    finetuned, history, summary = _run("student", recipe, teacher, splits, spec, (params, training))
     return finetuned, finetuned["packages"][0], history, summary
 
 
@@ -66,12 +66,10 @@ def finetune_scratch(
     training: dict[str, Any],
 ) -> Outputs:
     """The student's architecture from random weights, cross-entropy alone."""
-    config = DistillationConfig.from_params(params, training)
-
-    def recipe() -> Recipe:
-        return scratch_recipe(teacher, input_shape(splits), spec, table, candidate_weights)
-
-    return _run("scratch", recipe, teacher, splits, spec, config)
+    recipe = partial(
+        baselines.scratch_recipe, teacher, input_shape(splits), spec, table, candidate_weights
+    )
+    return _run("scratch", recipe, teacher, splits, spec, (params, training))
 
 
 def finetune_uniform(
@@ -82,12 +80,8 @@ def finetune_uniform(
     training: dict[str, Any],
 ) -> Outputs:
     """The teacher's architecture at the one width multiplier that fits the budgets, KD."""
-    config = DistillationConfig.from_params(params, training)
-
-    def recipe() -> Recipe:
-        return uniform_recipe(teacher, input_shape(splits), spec)
-
-    return _run("uniform", recipe, teacher, splits, spec, config)
+    recipe = partial(baselines.uniform_recipe, teacher, input_shape(splits), spec)
+    return _run("uniform", recipe, teacher, splits, spec, (params, training))
 
 
 def finetune_pruned(
@@ -99,12 +93,20 @@ def finetune_pruned(
     training: dict[str, Any],
 ) -> Outputs:
     """The trained teacher cut to the one kept fraction that fits the budgets, KD."""
-    config = DistillationConfig.from_params(params, training)
+    recipe = partial(baselines.pruned_recipe, teacher, input_shape(splits), spec, importance)
+    return _run("pruned", recipe, teacher, splits, spec, (params, training))
 
-    def recipe() -> Recipe:
-        return pruned_recipe(teacher, input_shape(splits), spec, importance)
 
-    return _run("pruned", recipe, teacher, splits, spec, config)
+def finetune_torch_pruning(
+    teacher: nn.Module,
+    splits: dict[str, Any],
+    spec: dict[str, Any],
+    params: dict[str, Any],
+    training: dict[str, Any],
+) -> Outputs:
+    """The trained teacher pruned by torch-pruning at the smallest ratio that fits, KD."""
+    recipe = partial(baselines.torch_pruning_recipe, teacher, input_shape(splits), spec)
+    return _run("torch_pruning", recipe, teacher, splits, spec, (params, training))
 
 
 def gather_histories(*histories: pd.DataFrame) -> pd.DataFrame:

@@ -13,6 +13,7 @@ from compactkd.pipelines.distillation.nodes import (
     finetune_pruned,
     finetune_scratch,
     finetune_student,
+    finetune_torch_pruning,
     finetune_uniform,
     gather_histories,
     gather_summaries,
@@ -56,6 +57,12 @@ def create_pipeline(namespaces: Sequence[str | None] = (None,), **kwargs) -> Pip
             ["teacher_model", "splits", "student_spec", "interface_importance", *SETTINGS],
             _outputs("pruned"),
             name="finetune_pruned",
+        ),
+        node(
+            finetune_torch_pruning,
+            ["teacher_model", "splits", "student_spec", *SETTINGS],
+            _outputs("torch_pruning"),
+            name="finetune_torch_pruning",
         ),
     ]
     gather = [
