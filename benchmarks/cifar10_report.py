@@ -88,9 +88,7 @@ Teacher: {teacher["model"]["name"]}, {teacher["epochs"]} epochs. Block search:
 {search["predicted_flops_ratio"]:.3f}x FLOPs, {search["predicted_params_ratio"]:.3f}x params;
 assembled before fine-tuning {search["assembled_val_top1"]:.2f}% validation, teacher
 {search["teacher_val_top1"]:.2f}%). BatchNorm recalibration: {distill.get("recalibration")}.
-Uniform baseline width x{distill["models"]["uniform"]["width_mult"]:.4f}; pruned baseline keeps
-{distill["models"]["pruned"]["kept_fraction"]:.4f} of every layer's channels.
-{_torch_pruning(distill)}
+{_baseline_facts(distill["models"])}
 
 ## Test accuracy ({evaluation["teacher"]["top1_ci95"]} is the teacher's 95% interval)
 
@@ -120,12 +118,20 @@ One seed of the student's fine-tune per row, the same teacher (`benchmarks/cifar
 """
 
 
-def _torch_pruning(distill: dict) -> str:
-    cut = distill["models"].get("torch_pruning")
-    if cut is None:  # a run from before the baseline, or with it switched off
-        return ""
-    return (f"torch_pruning removes {cut['pruning_ratio']:.4f} of the channels, ranked globally "
-            f"({cut['flops_ratio']:.3f}x FLOPs, {cut['params_ratio']:.3f}x params).")  # fmt: skip
+def _baseline_facts(models: dict) -> str:
+    """What each baseline the run fine-tuned kept (a switched-off one is not mentioned)."""
+    facts = []
+    if "uniform" in models:
+        facts.append(f"Uniform baseline width x{models['uniform']['width_mult']:.4f}.")
+    if "pruned" in models:
+        facts.append(f"The pruned baseline keeps {models['pruned']['kept_fraction']:.4f} of "
+                     "every layer's channels.")  # fmt: skip
+    if "torch_pruning" in models:
+        cut = models["torch_pruning"]
+        facts.append(f"torch_pruning removes {cut['pruning_ratio']:.4f} of the channels, ranked "
+                     f"globally ({cut['flops_ratio']:.3f}x FLOPs, {cut['params_ratio']:.3f}x "
+                     "params).")  # fmt: skip
+    return " ".join(facts)
 
 
 def main() -> None:
