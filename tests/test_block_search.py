@@ -15,6 +15,7 @@ from torch import nn
 
 from compactkd.baselines import pruned_blueprint, pruned_fractions
 from compactkd.blocks.candidates import (
+    Candidate,
     block_spaces,
     build_candidates,
     expand_space,
@@ -124,7 +125,7 @@ def test_teacher_cost_is_the_sum_of_its_parts() -> None:
     ]
     stem = module_costs(partition.stem, (3, 32, 32), False)
     head = module_costs(partition.head, partition.interfaces[-1], False)
-    pool = CandidatePool(partition, keeps, candidates, costs, {1.0: stem}, {1.0: head})
+    pool = CandidatePool(partition, keeps, candidates, costs, {1.0: stem}, {(1.0, 1.0): head})
     totals = teacher_costs(pool)
     assert totals["flops"] == count_flops(teacher, (3, 32, 32))
     assert totals["params"] == count_params(teacher)
@@ -134,13 +135,26 @@ def test_teacher_cost_is_the_sum_of_its_parts() -> None:
     ("space", "message"),
     [
         ({"tiny": {}}, "unknown candidate family 'tiny'"),
-        ({"pruned": {"ratios": [0.5]}}, "takes exactly"),
+        ({"pruned": {"ratios": [0.5]}}, r"takes \['ratio'\] and optionally \['depth'\]"),
         ({"pruned": {}}, "missing"),
+        ({"conv": {"depth": 1, "width": 1, "ratio": 0.5}}, r"unknown \['ratio'\]"),
     ],
 )
 def test_misnamed_design_space_is_refused(space: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         expand_space(space)
+
+
+def test_an_optional_setting_names_only_the_candidates_that_set_it() -> None:
+    variants = expand_space({"pruned": {"ratio": [0.5], "depth": [None, 1]}})
+    assert variants == [
+        ("pruned", {"ratio": 0.5, "depth": None}),
+        ("pruned", {"ratio": 0.5, "depth": 1}),
+    ]
+    assert expand_space({"pruned": {"ratio": 0.5}}) == [("pruned", {"ratio": 0.5})]
+    module = nn.Identity()
+    names = [Candidate("block_1", f, p, 1.0, 0.5, module).name for f, p in variants]
+    assert names == ["block_1:pruned_r0.5@1-0.5", "block_1:pruned_r0.5_d1@1-0.5"]
 
 
 def test_misnamed_block_override_is_refused() -> None:
@@ -464,19 +478,20 @@ def test_narrowing_an_interface_never_scores_better(digits_splits: dict) -> None
         for kept in (0.0, 0.3, 1.0):
             full = [losses.full_nmse(kept, j, f) for f in fractions]
             assert full == sorted(full, reverse=True) and full[-1] == pytest.approx(kept)
-    heads = [losses.head_nmse[f] for f in sorted(losses.head_nmse)]
+    heads = [losses.head_nmse[key] for key in sorted(losses.head_nmse)]
     assert heads == sorted(heads, reverse=True) and heads[-1] == pytest.approx(0.0, abs=1e-9)
 
 
 def test_stem_and_head_options_carry_their_scores_under_the_full_interface_nmse() -> None:
-    ends = {"stem": {"1.0": 0.0, "0.5": 0.4}, "head": {"1.0": 0.0, "0.5": 0.2}}  # from JSON
+    ends = {"stem": {"1.0": 0.0, "0.5": 0.4}, "head": {"head@1": 0.0, "head@0.5": 0.2}}  # JSON
 
     def scored(score: str) -> dict[str, dict[float, float]]:
         config = config_from_params(BlockSearchConfig, {"budgets": {}, "score": score}, "s")
         return end_scores(ends, config)
 
-    assert scored("nmse") == {"stem": {1.0: 0.0, 0.5: 0.4}, "head": {1.0: 0.0, 0.5: 0.2}}
-    assert scored("kept_nmse") == {"stem": {1.0: 0.0, 0.5: 0.0}, "head": {1.0: 0.0, 0.5: 0.0}}
+    heads = {"head@1": 0.0, "head@0.5": 0.2}
+    assert scored("nmse") == {"stem": {1.0: 0.0, 0.5: 0.4}, "head": heads}
+    assert scored("kept_nmse") == {"stem": {1.0: 0.0, 0.5: 0.0}, "head": dict.fromkeys(heads, 0.0)}
 
 
 def test_the_pruned_baselines_structure_is_a_feasible_selection(digits_splits: dict) -> None:

@@ -345,3 +345,45 @@ def test_invalid_channel_indices_are_rejected(
 ) -> None:
     with pytest.raises(ValueError, match="_keep"):
         prune_block(randomised_teacher("resnet20").layer1, in_keep, out_keep, 0.5)
+
+
+# --- depth: the first units of a stage ------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "resnet20"])
+def test_a_shallower_stage_is_the_teachers_first_units(name: str) -> None:
+    """``pruned`` with ``depth`` keeps the stage's first units (the rest are identity
+    residuals, so the interfaces keep their shapes); at ratio 1 it computes what they do."""
+    from compactkd.blocks.candidates import make_candidate_module
+    from compactkd.blocks.partition import partition_model
+
+    partition = partition_model(randomised_teacher(name), (3, 16, 16))
+    stages = [i for i, block in enumerate(partition.blocks) if len(block) > 1]
+    assert stages
+    for index in stages:
+        stage = partition.blocks[index]
+        cin, cout = partition.interfaces[index][0], partition.interfaces[index + 1][0]
+        full_in, full_out = torch.arange(cin), torch.arange(cout)
+        x = torch.randn(2, *partition.interfaces[index])
+        for depth in range(1, len(stage)):
+            params = {"ratio": 1.0, "depth": depth}
+            module = make_candidate_module(partition, index, "pruned", params, full_in, full_out)
+            assert len(module) == depth
+            torch.testing.assert_close(module.eval()(x), stage[:depth](x))
+        too_deep = {"ratio": 0.5, "depth": len(stage)}
+        assert (
+            make_candidate_module(partition, index, "pruned", too_deep, full_in, full_out) is None
+        )
+
+
+def test_depth_is_refused_where_it_means_nothing() -> None:
+    from compactkd.blocks.pruning import first_units
+
+    stage = randomised_teacher("resnet20").layer2
+    assert first_units(stage, None) is stage
+    for bad in (0, 1.5, True, "1"):
+        with pytest.raises(ValueError, match="whole number of units"):
+            first_units(stage, bad)
+    vgg_block = nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU())
+    assert first_units(vgg_block, 1) is None  # layers, not residual units
+    assert first_units(stage[0], 1) is None  # a single unit has no depth to drop

@@ -151,3 +151,28 @@ def test_mixed_precision_is_bf16_only_where_asked_or_supported() -> None:
     for precision in ("auto", "off"):  # auto means bf16 on CUDA only
         with training.autocast(precision, cpu):
             assert layer(x).dtype == torch.float32
+
+
+def test_channels_last_trains_the_same_network_and_hands_it_back_in_the_default_layout(
+    digits_splits: dict,
+) -> None:
+    """The layout is a speed setting: the same steps give the same weights up to rounding,
+    and the trained model comes back with ordinary (NCHW-contiguous) weights either way."""
+    one_epoch = {**SMALL.__dict__, "epochs": 1}
+    seen_layouts = []
+
+    def objective(model, images, labels, index):  # noqa: ANN001, ANN202
+        # A 3x3 conv with many inputs: one whose two layouts differ.
+        conv = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-2]
+        seen_layouts.append(not conv.weight.is_contiguous())
+        return training.cross_entropy_objective()(model, images, labels, index)
+
+    results = {}
+    for channels_last in (True, False):
+        config = TrainConfig(**{**one_epoch, "channels_last": channels_last})
+        model, _ = train(fresh_model(), digits_splits, config, objective)
+        assert all(p.is_contiguous() for p in model.parameters())
+        results[channels_last] = model.state_dict()
+        assert seen_layouts[-1] is channels_last
+    for name, value in results[True].items():
+        torch.testing.assert_close(value, results[False][name], rtol=1e-3, atol=1e-3)

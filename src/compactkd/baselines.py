@@ -31,7 +31,7 @@ from torch import nn
 
 from compactkd.blocks.assembly import BlockChoice, Blueprint
 from compactkd.blocks.candidates import interface_keeps
-from compactkd.blocks.partition import partition_model
+from compactkd.blocks.partition import head_inner_channels, partition_model
 from compactkd.costs import module_costs
 from compactkd.depgraph import MAX_RATIO, prunable_copy, prune
 from compactkd.distillation import Recipe, reinitialise
@@ -76,7 +76,8 @@ def largest_fitting(fits: Callable[[float], bool], resolution: float = 1e-4) -> 
 def uniform_width_spec(
     teacher_spec: Mapping[str, Any], input_shape: Sequence[int], budgets: Mapping[str, float]
 ) -> dict[str, Any]:
-    """The teacher's spec with the largest ``width_mult`` whose model fits the budgets."""
+    """The teacher's spec with the largest ``width_mult`` whose model fits the budgets
+    (every width scaled alike, MobileNetV2's last conv included)."""
     builder = MODELS.get(teacher_spec["name"])
     if builder is None or "width_mult" not in inspect.signature(builder).parameters:
         raise ValueError(
@@ -84,8 +85,12 @@ def uniform_width_spec(
             "has none: switch it off (distillation.baselines.uniform: false)"
         )
 
+    scales_last = "last_width_mult" in inspect.signature(builder).parameters
+
     def spec(width: float) -> dict[str, Any]:
-        return {**teacher_spec, "width_mult": width}
+        return {**teacher_spec, "width_mult": width} | (
+            {"last_width_mult": width} if scales_last else {}
+        )
 
     width = largest_fitting(lambda w: fits_budgets(build_model(spec(w)), input_shape, budgets))
     return spec(width)
@@ -117,13 +122,16 @@ def pruned_blueprint(
     importance: Sequence[torch.Tensor],
     budgets: Mapping[str, float],
 ) -> Blueprint:
-    """The teacher cut to one kept fraction everywhere, the largest that fits the budgets."""
-    names = partition_model(teacher.eval(), input_shape, granularity).block_names
+    """The teacher cut to one kept fraction everywhere (the head's inner width too, where it
+    has one), the largest that fits the budgets."""
+    partition = partition_model(teacher.eval(), input_shape, granularity)
+    names, cuts_head = partition.block_names, head_inner_channels(partition.head) is not None
 
     def blueprint(fraction: float) -> Blueprint:
         keeps = interface_keeps(importance, [1.0, fraction])
         choices = [BlockChoice(n, "pruned", {"ratio": fraction}, fraction, fraction) for n in names]
-        return Blueprint(dict(teacher.spec), input_shape, granularity, keeps, choices)
+        head_width = fraction if cuts_head else 1.0
+        return Blueprint(dict(teacher.spec), input_shape, granularity, keeps, choices, head_width)
 
     fraction = largest_fitting(
         lambda f: fits_budgets(blueprint(f).build(teacher), input_shape, budgets)

@@ -28,7 +28,7 @@ from compactkd.config import config_from_params
 from compactkd.data import BatchLoader, augments, make_loader
 from compactkd.evaluation import evaluate, predict
 from compactkd.losses import kd_loss, nmse, nmse_terms
-from compactkd.training import HISTORY_COLUMNS, TrainConfig, resolve_device, train
+from compactkd.training import HISTORY_COLUMNS, TrainConfig, placed, resolve_device, train
 
 logger = logging.getLogger(__name__)
 
@@ -255,6 +255,7 @@ def _kd_objective(
     teacher: nn.Module, splits: Mapping[str, Any], training: TrainConfig, kd: KDConfig
 ) -> KDObjective:
     """KD from ``teacher``; its logits computed once where the training images never change."""
+    placed(teacher, torch.device("cpu"), training.channels_last)  # as its students train
     if augments(splits["augmentation"]):
         return KDObjective(teacher, kd)
     return KDObjective(

@@ -63,6 +63,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     mixed_precision: str = "auto"  # auto (bf16 on CUDA that supports it) | bf16 | off
+    channels_last: bool = True  # convolution weights in NHWC order while training
 
     def __post_init__(self) -> None:
         check_optimizer(self.optimizer)
@@ -92,6 +93,15 @@ def resolve_device(name: str = "auto") -> torch.device:
             return torch.device("cuda", distributed.local_device_index())
         return torch.device("cpu")
     return torch.device(name)
+
+
+def placed(module: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
+    """``module`` on ``device``, its 4-D weights in channels-last (NHWC) order or back in the
+    default one. Convolutions run faster channels-last: on 2 CPU cores, training steps of
+    ResNet-20 about 1.2-1.4x, of MobileNetV2 1.6-1.8x (docs/method.md §10); on a GPU it is
+    the layout of bf16 tensor-core kernels."""
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    return module.to(device).to(memory_format=layout)
 
 
 PRECISIONS = ("auto", "bf16", "off")
@@ -263,7 +273,7 @@ def train(
     device = resolve_device(config.device)
     objective = objective or cross_entropy_objective(config.label_smoothing)
     fingerprint = run_fingerprint(model, splits, config, fingerprint_extra)
-    model.to(device)
+    placed(model, device, config.channels_last)
     shard = distributed.current()
     train_loader = make_loader(splits, "train", config.batch_size, device, True, shard)
     val_loader = make_loader(splits, "val", config.batch_size, device)
@@ -308,4 +318,4 @@ def train(
         )  # fmt: skip
         if checkpoint and distributed.is_main():
             checkpoint.save(model, optimizer, scheduler, history)
-    return model.cpu(), pd.DataFrame(history, columns=HISTORY_COLUMNS)
+    return placed(model, torch.device("cpu"), False), pd.DataFrame(history, columns=HISTORY_COLUMNS)

@@ -42,6 +42,7 @@ class Blueprint:
     granularity: str
     keeps: list[dict[float, torch.Tensor]]  # per interface: kept channel indices by fraction
     blocks: list[BlockChoice]
+    head_width: float = 1.0  # kept fraction of the head's inner conv outputs (MobileNetV2)
 
     def build(self, teacher: nn.Module | None = None) -> nn.Sequential:
         """The network, with the teacher's weights where a part inherits them.
@@ -67,7 +68,9 @@ class Blueprint:
             )
             for index, choice in enumerate(self.blocks)
         ]
-        head = narrow_head(partition.head, self.keeps[-1][self.blocks[-1].out_fraction])
+        head = narrow_head(
+            partition.head, self.keeps[-1][self.blocks[-1].out_fraction], self.head_width
+        )
         teacher.train(was_training)
         network = copy.deepcopy(nn.Sequential(stem, *blocks, head)).requires_grad_(True)
         network.blueprint = self
@@ -82,6 +85,7 @@ class Blueprint:
             "blocks": [
                 asdict(choice) | {"params": json.dumps(choice.params)} for choice in self.blocks
             ],
+            "head_width": self.head_width,
         }
 
     @classmethod
@@ -95,4 +99,5 @@ class Blueprint:
                 BlockChoice(**{**choice, "params": json.loads(choice["params"])})
                 for choice in data["blocks"]
             ],
+            head_width=float(data.get("head_width", 1.0)),  # files from before head widths
         )

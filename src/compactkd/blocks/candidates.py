@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from compactkd.blocks.partition import Partition
-from compactkd.blocks.pruning import ChannelMap, prune_block
+from compactkd.blocks.pruning import ChannelMap, first_units, prune_block
 from compactkd.models.mobilenetv2 import ConvBNReLU, InvertedResidual
 
 # Per interface: the sorted indices of its kept channels, by kept fraction.
@@ -32,6 +32,8 @@ FAMILY_PARAMETERS: dict[str, tuple[str, ...]] = {
     "conv": ("depth", "width"),
     "skip": (),
 }
+# Settings a family may list or leave out (then the whole teacher stage).
+OPTIONAL_PARAMETERS: dict[str, tuple[str, ...]] = {"pruned": ("depth",)}
 
 
 @dataclass
@@ -47,7 +49,10 @@ class Candidate:
 
     @property
     def name(self) -> str:
-        settings = "".join(f"_{key[0]}{value}" for key, value in self.params.items())
+        # An unset optional setting (a pruned stage's depth: null) leaves the name alone.
+        settings = "".join(
+            f"_{key[0]}{value}" for key, value in self.params.items() if value is not None
+        )
         return f"{self.block}:{self.family}{settings}@{self.in_fraction:g}-{self.out_fraction:g}"
 
 
@@ -103,14 +108,16 @@ def expand_space(space: Mapping[str, Mapping[str, Sequence[Any]] | None]) -> lis
             raise ValueError(f"unknown candidate family {family!r}; choose from "
                              f"{sorted(FAMILY_PARAMETERS)}")  # fmt: skip
         settings = dict(settings or {})
-        unknown = set(settings) - set(FAMILY_PARAMETERS[family])
+        optional = OPTIONAL_PARAMETERS.get(family, ())
+        unknown = set(settings) - {*FAMILY_PARAMETERS[family], *optional}
         missing = set(FAMILY_PARAMETERS[family]) - set(settings)
         if unknown or missing:
             raise ValueError(
-                f"family {family!r} takes exactly {list(FAMILY_PARAMETERS[family])}; "
-                f"unknown {sorted(unknown)}, missing {sorted(missing)}"
+                f"family {family!r} takes {list(FAMILY_PARAMETERS[family])}"
+                + (f" and optionally {list(optional)}" if optional else "")
+                + f"; unknown {sorted(unknown)}, missing {sorted(missing)}"
             )
-        keys = list(FAMILY_PARAMETERS[family])
+        keys = [*FAMILY_PARAMETERS[family], *(k for k in optional if k in settings)]
         for values in itertools.product(*(_as_list(settings[k]) for k in keys)):
             variants.append((family, dict(zip(keys, values, strict=True))))
     return variants
@@ -188,7 +195,8 @@ def make_candidate_module(
         full = cin == in_shape[0] and cout == out_shape[0]
         return prune_block(teacher_block, in_keep, out_keep, 1.0) if full else None
     if family == "pruned":
-        return prune_block(teacher_block, in_keep, out_keep, params["ratio"])
+        block = first_units(teacher_block, params.get("depth"))
+        return None if block is None else prune_block(block, in_keep, out_keep, params["ratio"])
     if family == "mbconv":
         return _mbconv(cin, cout, stride, params["expansion"], params["depth"], params["kernel"])
     if family == "dsconv":

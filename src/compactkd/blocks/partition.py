@@ -19,10 +19,24 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from compactkd.blocks.slicing import check_keep, slice_bn, slice_conv, slice_linear_inputs
+from compactkd.blocks.slicing import (
+    check_keep,
+    inner_width,
+    largest_l1,
+    slice_bn,
+    slice_conv,
+    slice_linear_inputs,
+)
 from compactkd.models import VGG, InvertedResidual, MobileNetV2, ResNet
 
-__all__ = ["SUPPORTED_FAMILIES", "Partition", "narrow_head", "narrow_stem", "partition_model"]
+__all__ = [
+    "SUPPORTED_FAMILIES",
+    "Partition",
+    "head_inner_channels",
+    "narrow_head",
+    "narrow_stem",
+    "partition_model",
+]
 
 GRANULARITIES = ("stage", "unit")
 
@@ -254,7 +268,8 @@ def _has_state(module: nn.Module) -> bool:
 
 
 def _replace(root: nn.Module, old: nn.Module, new: nn.Module) -> None:
-    """Put ``new`` where ``old`` sits inside ``root``."""
+    """Put ``new`` where ``old`` sits inside ``root``, in ``old``'s train/eval mode."""
+    new.train(old.training)
     name = next(n for n, m in root.named_modules() if m is old)
     parent_name, _, attribute = name.rpartition(".")
     setattr(root.get_submodule(parent_name), attribute, new)
@@ -293,14 +308,27 @@ def _is_global_pool(module: nn.Module) -> bool:
     return isinstance(module, nn.AdaptiveAvgPool2d) and size in (1, (1, 1))
 
 
-def narrow_head(head: nn.Module, keep: Tensor) -> nn.Module:
+def head_inner_channels(head: nn.Module) -> int | None:
+    """The output width of the head's inner conv (MobileNetV2's last 1x1 conv), which
+    ``narrow_head(..., width)`` can cut; None for a head that starts with its Linear."""
+    layer = next((m for m in _leaves(head) if isinstance(m, nn.Conv2d | nn.Linear)), None)
+    return layer.out_channels if isinstance(layer, nn.Conv2d) else None
+
+
+def narrow_head(head: nn.Module, keep: Tensor, width: float = 1.0) -> nn.Module:
     """A copy of ``head`` that reads only the ``keep`` channels; ``head`` is untouched.
 
     ``narrow_head(head, keep)(x[:, keep])`` equals ``head(x)`` with the other channels zeroed:
     the in-channels of the first Conv2d (MobileNetV2) or Linear (ResNet, VGG) are sliced. The
     layers before it must be parameter-free and channel-wise, and a Linear must follow a global
     average pool, so that its input features are exactly the channels.
+
+    ``width`` < 1 also keeps only that fraction of the inner conv's outputs (the filters of
+    largest L1 norm), with their BatchNorm and the classifier's inputs: the head's own width
+    is then a choice, as every other width (a head without an inner conv has none).
     """
+    if not 0 < width <= 1:
+        raise ValueError(f"a head width is a fraction in (0, 1], got {width}")
     narrowed = copy.deepcopy(head)
     leaves = _leaves(narrowed)
     first = next((i for i, m in enumerate(leaves) if isinstance(m, nn.Conv2d | nn.Linear)), None)
@@ -315,9 +343,32 @@ def narrow_head(head: nn.Module, keep: Tensor) -> nn.Module:
         if layer.groups != 1:
             raise ValueError(f"the head's first conv is grouped ({layer.groups}); cannot narrow")
         keep = check_keep(keep, layer.in_channels)
-        _replace(narrowed, layer, slice_conv(layer, torch.arange(layer.out_channels), keep))
+        outputs = torch.arange(layer.out_channels)
+        if width < 1:
+            outputs = largest_l1(layer, inner_width(layer.out_channels, width))
+            _narrow_head_outputs(narrowed, leaves[first + 1 :], outputs)
+        _replace(narrowed, layer, slice_conv(layer, outputs, keep))
     else:
+        if width < 1:
+            raise ValueError("this head starts with its Linear: it has no inner width to cut "
+                             "(a head width needs an inner conv, as MobileNetV2's)")  # fmt: skip
         if not any(_is_global_pool(m) for m in before):
             raise ValueError("a head's Linear can only be narrowed after a global average pool")
         _replace(narrowed, layer, slice_linear_inputs(layer, check_keep(keep, layer.in_features)))
     return narrowed
+
+
+def _narrow_head_outputs(head: nn.Module, after: list[nn.Module], outputs: Tensor) -> None:
+    """Cut what follows the head's inner conv to its ``outputs``: its BatchNorm, then the
+    Linear that reads the globally pooled channels; what lies between must hold no state."""
+    norm = after.pop(0) if after and isinstance(after[0], nn.BatchNorm2d) else None
+    linear = next((i for i, m in enumerate(after) if isinstance(m, nn.Linear)), None)
+    between = after if linear is None else after[:linear]
+    if linear is None or any(_has_state(m) for m in between):
+        raise ValueError("a head width needs conv (+ BatchNorm), parameter-free layers, a global "
+                         f"average pool and the Linear; got {after}")  # fmt: skip
+    if not any(_is_global_pool(m) for m in between):
+        raise ValueError("a head width needs a global average pool before the Linear")
+    if norm is not None:
+        _replace(head, norm, slice_bn(norm, outputs))
+    _replace(head, after[linear], slice_linear_inputs(after[linear], outputs))

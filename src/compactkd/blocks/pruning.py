@@ -33,11 +33,19 @@ from torchvision.models.mobilenetv2 import InvertedResidual as TVInvertedResidua
 from torchvision.models.resnet import BasicBlock as TVBasicBlock
 from torchvision.models.resnet import Bottleneck as TVBottleneck
 
-from compactkd.blocks.slicing import KeepLike, check_keep, is_depthwise, slice_bn, slice_conv
+from compactkd.blocks.slicing import (
+    KeepLike,
+    check_keep,
+    inner_width,
+    is_depthwise,
+    largest_l1,
+    slice_bn,
+    slice_conv,
+)
 from compactkd.models.mobilenetv2 import InvertedResidual
 from compactkd.models.resnet import BasicBlock, PadShortcut
 
-__all__ = ["SUPPORTED_BLOCKS", "ChannelMap", "PrunedResidual", "prune_block"]
+__all__ = ["SUPPORTED_BLOCKS", "ChannelMap", "PrunedResidual", "first_units", "prune_block"]
 
 SUPPORTED_BLOCKS = (
     "compactkd BasicBlock, torchvision BasicBlock or Bottleneck, compactkd or torchvision "
@@ -176,6 +184,34 @@ def prune_block(block: nn.Module, in_keep: KeepLike, out_keep: KeepLike, ratio: 
     pruned.train(any(m.training for m in norms) if norms else block.training)
     # Weights are created on the teacher's device; this moves the ChannelMap index buffers too.
     return pruned.to(convs[0].weight.device)
+
+
+def first_units(block: nn.Module, depth: int | None) -> nn.Module | None:
+    """The first ``depth`` residual units of a stage (all of it for ``None``), or None where
+    that is no new block: not a stage of residual units, or ``depth`` >= its units.
+
+    The units after a stage's first read and write the same shape through an identity
+    shortcut, so dropping them (MobileNetV2's and ResNet's depth choice) keeps the stage's
+    interfaces.
+    """
+    if depth is None:
+        return block
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise ValueError(
+            f"a pruned candidate's depth is a whole number of units >= 1, got {depth!r}"
+        )
+    units = list(block) if isinstance(block, nn.Sequential) else []
+    if depth >= len(units) or not all(_unit_pruner(u) is not None for u in units):
+        return None
+    later = [_shape_preserving(u) for u in units[1:]]
+    return nn.Sequential(*units[:depth]) if all(later) else None
+
+
+def _shape_preserving(unit: nn.Module) -> bool:
+    convs = [m for m in unit.modules() if isinstance(m, nn.Conv2d)]
+    return convs[0].in_channels == _out_channels(unit) and all(
+        c.stride in (1, (1, 1)) for c in convs
+    )
 
 
 # --- block kinds -------------------------------------------------------------------------------
@@ -357,7 +393,7 @@ def _prune_chain(
             if layer is convs[-1]:
                 raise ValueError("a depthwise conv cannot write the block's output")
             if layer is convs[0]:
-                selected = _largest_l1(layer, _inner_width(len(keep), ratio), among=keep)
+                selected = largest_l1(layer, inner_width(len(keep), ratio), among=keep)
                 if not torch.equal(selected, keep):
                     pruned.append(ChannelMap(keep, selected))
                 keep = selected
@@ -368,7 +404,7 @@ def _prune_chain(
             if layer is convs[-1]:
                 out = out_keep
             else:
-                out = _largest_l1(layer, _inner_width(layer.out_channels, ratio))
+                out = largest_l1(layer, inner_width(layer.out_channels, ratio))
             pruned.append(slice_conv(layer, out, keep))
             keep = out
         elif isinstance(layer, nn.BatchNorm2d):
@@ -385,20 +421,3 @@ def _flatten(module: nn.Module) -> list[nn.Module]:
     if isinstance(module, nn.Sequential):
         return [leaf for child in module for leaf in _flatten(child)]
     return [module]
-
-
-def _inner_width(channels: int, ratio: float) -> int:
-    return max(1, round(ratio * channels))
-
-
-def _largest_l1(conv: nn.Conv2d, n: int, among: torch.Tensor | None = None) -> torch.Tensor:
-    """Sorted indices of the ``n`` output filters of ``conv`` with the largest L1 norm.
-
-    The norm is taken over the teacher's whole filter, so the choice depends on the teacher
-    and ``ratio`` only, not on which interface channels are kept. ``among`` restricts the
-    candidates. Ties go to the lower index (stable sort), so the choice is deterministic.
-    """
-    l1 = conv.weight.detach().abs().sum(dim=(1, 2, 3)).cpu()
-    candidates = torch.arange(conv.out_channels) if among is None else among
-    order = torch.argsort(l1[candidates], descending=True, stable=True)[:n]
-    return candidates[order].sort().values

@@ -95,3 +95,21 @@ def slice_linear_inputs(linear: nn.Linear, keep: torch.Tensor) -> nn.Linear:
         if linear.bias is not None:
             new.bias.copy_(linear.bias.detach())
     return new.to(linear.weight.device, linear.weight.dtype)
+
+
+def inner_width(channels: int, ratio: float) -> int:
+    """How many of ``channels`` a cut to ``ratio`` keeps: at least one."""
+    return max(1, round(ratio * channels))
+
+
+def largest_l1(conv: nn.Conv2d, n: int, among: torch.Tensor | None = None) -> torch.Tensor:
+    """Sorted indices of the ``n`` output filters of ``conv`` with the largest L1 norm.
+
+    The norm is taken over the teacher's whole filter, so the choice depends on the teacher
+    and ``ratio`` only, not on which interface channels are kept. ``among`` restricts the
+    candidates. Ties go to the lower index (stable sort), so the choice is deterministic.
+    """
+    l1 = conv.weight.detach().abs().sum(dim=(1, 2, 3)).cpu()
+    candidates = torch.arange(conv.out_channels) if among is None else among
+    order = torch.argsort(l1[candidates], descending=True, stable=True)[:n]
+    return candidates[order].sort().values

@@ -96,15 +96,19 @@ class MobileNetV2(nn.Module):
         width_mult: float = 1.0,
         inverted_residual_setting: list[tuple[int, int, int, int]] | None = None,
         round_nearest: int = 8,
+        last_width_mult: float | None = None,
     ) -> None:
         super().__init__()
-        if width_mult <= 0:
-            raise ValueError(f"width_mult must be positive, got {width_mult}")
+        if width_mult <= 0 or (last_width_mult is not None and last_width_mult <= 0):
+            raise ValueError(f"width multipliers must be positive, got {width_mult}, "
+                             f"{last_width_mult}")  # fmt: skip
         setting = CIFAR_SETTING if inverted_residual_setting is None else inverted_residual_setting
 
         channels = _make_divisible(STEM_CHANNELS * width_mult, round_nearest)
-        # As in the paper, the last layer is not thinned for width_mult < 1.
-        self.last_channel = _make_divisible(LAST_CHANNELS * max(1.0, width_mult), round_nearest)
+        # As in the paper, the last layer is not thinned for width_mult < 1, unless
+        # last_width_mult says how (a network thinned everywhere, the `uniform` baseline).
+        last = max(1.0, width_mult) if last_width_mult is None else last_width_mult
+        self.last_channel = _make_divisible(LAST_CHANNELS * last, round_nearest)
 
         layers: list[nn.Module] = [ConvBNReLU(in_channels, channels, stride=1)]
         for t, c, n, s in setting:
@@ -134,7 +138,12 @@ class MobileNetV2(nn.Module):
 
 
 def mobilenet_v2(
-    *, num_classes: int = 10, in_channels: int = 3, width_mult: float = 1.0
+    *,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    width_mult: float = 1.0,
+    last_width_mult: float | None = None,
 ) -> MobileNetV2:
-    """CIFAR MobileNetV2; ``width_mult`` scales every layer but the last 1x1 conv."""
-    return MobileNetV2(num_classes, in_channels, width_mult)
+    """CIFAR MobileNetV2; ``width_mult`` scales every layer but the last 1x1 conv, which
+    ``last_width_mult`` scales when given (default: the paper's ``max(1, width_mult)``)."""
+    return MobileNetV2(num_classes, in_channels, width_mult, last_width_mult=last_width_mult)

@@ -37,6 +37,7 @@ from compactkd.training import (
     check_precision,
     epoch_seed,
     optimizer_with_cosine,
+    placed,
     resolve_device,
     run_fingerprint,
 )
@@ -63,6 +64,7 @@ class BlockTrainConfig:
     seed: int = 0
     device: str = "auto"
     mixed_precision: str = "auto"  # auto (bf16 on CUDA that supports it) | bf16 | off
+    channels_last: bool = True  # convolution weights in NHWC order while training
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
@@ -278,8 +280,9 @@ def train_candidates(
     """
     device = resolve_device(config.device)
     teacher_parts = nn.ModuleList([partition.stem, partition.blocks, partition.head])
-    teacher_parts.to(device).eval()  # its forward passes run without gradients
-    modules = nn.ModuleList(c.module for c in candidates).to(device)
+    # The teacher's forward passes run without gradients.
+    placed(teacher_parts, device, config.channels_last).eval()
+    modules = placed(nn.ModuleList(c.module for c in candidates), device, config.channels_last)
     frozen = {i for i, c in enumerate(candidates) if c.family == "teacher"}
     for i in frozen:
         candidates[i].module.eval().requires_grad_(False)
@@ -362,9 +365,9 @@ def train_candidates(
             )  # fmt: skip
             if checkpoint and distributed.is_main():
                 checkpoint.save(modules, optimizer, scheduler, history)
-    finally:  # back where the caller expects them, even after an interruption
-        modules.cpu()
-        teacher_parts.cpu()
+    finally:  # back where and as the caller expects them, even after an interruption
+        placed(modules, torch.device("cpu"), False)
+        placed(teacher_parts, torch.device("cpu"), False)
     table = pd.DataFrame(history).drop(columns=["active", "nmse"])
     return table, nmse, active
 
@@ -434,12 +437,13 @@ class InterfaceLosses:
     """What narrowing each interface loses, measured on the teacher's validation features.
 
     ``dropped[j][f]``: the share of interface ``j``'s spread (squared deviation from its
-    channel means) that lies in the channels fraction ``f`` drops. ``head_nmse[f]``: the
-    NMSE of the teacher's logits when its head reads only the channels of fraction ``f``.
+    channel means) that lies in the channels fraction ``f`` drops. ``head_nmse[(f, w)]``:
+    the NMSE of the teacher's logits when its head reads only the channels of fraction ``f``
+    and keeps the fraction ``w`` of its inner width (1 for a head without one).
     """
 
     dropped: list[dict[float, float]]
-    head_nmse: dict[float, float]
+    head_nmse: dict[tuple[float, float], float]
 
     def full_nmse(self, kept_nmse: float, interface: int, fraction: float) -> float:
         """NMSE against the *whole* interface of a candidate that writes ``fraction`` of it
@@ -449,12 +453,22 @@ class InterfaceLosses:
 
 
 @torch.inference_mode()
-def interface_losses(partition: Partition, keeps: Keeps, loader: BatchLoader) -> InterfaceLosses:
-    """:class:`InterfaceLosses` of the teacher over ``loader`` (batch means, as in NMSE)."""
+def interface_losses(
+    partition: Partition,
+    keeps: Keeps,
+    loader: BatchLoader,
+    head_widths: Sequence[float] = (1.0,),
+) -> InterfaceLosses:
+    """:class:`InterfaceLosses` of the teacher over ``loader`` (batch means, as in NMSE),
+    for every kept fraction of the last interface with every one of ``head_widths``."""
     total = [0.0] * len(keeps)
     kept: list[dict[float, float]] = [dict.fromkeys(k, 0.0) for k in keeps]
-    heads = {f: narrow_head(partition.head, keep) for f, keep in keeps[-1].items()}
-    head_terms: dict[float, list[float]] = {f: [0.0, 0.0] for f in heads}
+    heads = {
+        (f, w): narrow_head(partition.head, keep, w)
+        for f, keep in keeps[-1].items()
+        for w in head_widths
+    }
+    head_terms = {key: [0.0, 0.0] for key in heads}
     for images, _ in loader.batches():
         interfaces = partition.interface_tensors(images)
         for j, x in enumerate(interfaces):
@@ -463,12 +477,12 @@ def interface_losses(partition: Partition, keeps: Keeps, loader: BatchLoader) ->
             for f, keep in keeps[j].items():
                 kept[j][f] += float(spread[keep.to(spread.device)].sum())
         logits, last = partition.head(interfaces[-1]), interfaces[-1]
-        for f, head in heads.items():
+        for (f, w), head in heads.items():
             error, spread = nmse_terms(head(last[:, keeps[-1][f].to(last.device)]), logits)
-            head_terms[f][0] += float(error)
-            head_terms[f][1] += float(spread)
+            head_terms[f, w][0] += float(error)
+            head_terms[f, w][1] += float(spread)
     dropped = [
         {f: max(0.0, 1.0 - k / max(t, 1e-12)) for f, k in fractions.items()}
         for t, fractions in zip(total, kept, strict=True)
     ]
-    return InterfaceLosses(dropped, {f: nmse(*terms) for f, terms in head_terms.items()})
+    return InterfaceLosses(dropped, {key: nmse(*terms) for key, terms in head_terms.items()})

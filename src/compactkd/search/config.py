@@ -45,6 +45,8 @@ class BlockSearchConfig:
     training: BlockTrainConfig = field(default_factory=BlockTrainConfig)
     granularity: str = "stage"  # ResNets: one block per stage, or per residual "unit"
     interface_fractions: Sequence[float] = (1.0,)
+    # Kept fractions of the head's inner width (MobileNetV2's last 1x1 conv outputs).
+    head_widths: Sequence[float] = (1.0,)
     space: Mapping[str, Any] = field(default_factory=lambda: {"teacher": {}})
     blocks: Mapping[str, Any] = field(default_factory=dict)  # per-block spaces or families
     pin: Mapping[str, str] = field(default_factory=dict)
@@ -61,6 +63,9 @@ class BlockSearchConfig:
     def __post_init__(self) -> None:
         if self.score not in SCORES:
             raise ValueError(f"block_search.score must be one of {SCORES}, got {self.score!r}")
+        if 1.0 not in self.head_widths or not all(0 < w <= 1 for w in self.head_widths):
+            raise ValueError("block_search.head_widths must be fractions in (0, 1] and hold "
+                             f"1.0 (the teacher's head), got {list(self.head_widths)}")  # fmt: skip
         if self.importance_samples < 1:
             raise ValueError("block_search.importance_samples must be at least 1")
         if any("latency" in b for b in self.budget_list) and not self.latency:

@@ -25,7 +25,13 @@ from compactkd.blocks.candidates import (
     interface_keeps,
     make_candidate_module,
 )
-from compactkd.blocks.partition import Partition, narrow_head, narrow_stem, partition_model
+from compactkd.blocks.partition import (
+    Partition,
+    head_inner_channels,
+    narrow_head,
+    narrow_stem,
+    partition_model,
+)
 from compactkd.costs import module_costs
 from compactkd.data import input_shape, make_loader
 from compactkd.evaluation import evaluate
@@ -50,7 +56,8 @@ class CandidatePool:
     candidates: list[Candidate]
     costs: list[dict[str, float]]
     stems: dict[float, dict[str, float]]  # costs of the stem at each kept fraction of x_0
-    heads: dict[float, dict[str, float]]  # costs of the head at each kept fraction of x_N
+    # costs of the head at each kept fraction of x_N and each kept fraction of its inner width
+    heads: dict[tuple[float, float], dict[str, float]]
     uniform_cuts: tuple[float, ...] = ()  # the pruned baseline's fraction per budget, if added
 
 
@@ -64,8 +71,9 @@ def build_pool(
     """Partition the teacher, keep its interface channels by ``importance``, make every candidate.
 
     ``uniform_cuts``: kept fractions at which the whole teacher may also be cut alike (the
-    ``pruned`` baseline's structure): each adds that interface fraction and, per block, the
-    ``pruned`` candidate at that ratio between interfaces of that fraction.
+    ``pruned`` baseline's structure): each adds that interface fraction, per block the
+    ``pruned`` candidate at that ratio between interfaces of that fraction, and that head width
+    where the head has one.
     Costs are counted on the real modules (and latency measured where ``config.latency``).
     """
     teacher.eval()
@@ -93,10 +101,29 @@ def build_pool(
         for f, keep in keeps[0].items()
     }
     heads = {
-        f: module_costs(narrow_head(partition.head, keep), (len(keep), *last[1:]), latency)
+        (f, w): module_costs(narrow_head(partition.head, keep, w), (len(keep), *last[1:]), latency)
         for f, keep in keeps[-1].items()
+        for w in head_widths(partition, config, uniform_cuts)
     }
     return CandidatePool(partition, keeps, candidates, costs, stems, heads, tuple(uniform_cuts))
+
+
+def head_widths(
+    partition: Partition, config: BlockSearchConfig, uniform_cuts: Sequence[float] = ()
+) -> list[float]:
+    """The head's inner widths the search may choose: the configured ones, plus the uniform
+    cuts where the head has an inner width (a head without one has only 1.0)."""
+    if head_inner_channels(partition.head) is None:
+        if set(config.head_widths) != {1.0}:
+            raise ValueError(f"block_search.head_widths {list(config.head_widths)}: the "
+                             f"{partition.family} head has no inner width; use [1.0]")  # fmt: skip
+        return [1.0]
+    return sorted({*config.head_widths, *uniform_cuts}, reverse=True)
+
+
+def head_name(fraction: float, width: float) -> str:
+    """The head option's name: ``head@0.5``, or ``head@0.5_w0.75`` with a cut inner width."""
+    return f"head@{fraction:g}" if width == 1 else f"head@{fraction:g}_w{width:g}"
 
 
 def _input_shape(partition: Partition, candidate: Candidate, keeps: list) -> tuple[int, ...]:
@@ -127,7 +154,8 @@ def selection_options(
 ) -> list[Option]:
     """Stem, head and the scored candidates (``scores`` by position) as options of the choice.
 
-    ``ends``: the stem's and head's scores by kept fraction (:func:`end_scores`); 0 if none.
+    ``ends``: the stem's scores by kept fraction, the head's by option name
+    (:func:`end_scores`); 0 if none.
 
     A pinned block keeps only the candidates of that family (``teacher``, ``pruned`` ...)
     or that exact candidate (``pruned_r0.5@1-0.5``).
@@ -143,8 +171,9 @@ def selection_options(
         for f, c in pool.stems.items()
     ]
     options += [
-        Option("head", f"head@{f:g}", f, None, head_scores.get(f, 0.0), c)
-        for f, c in pool.heads.items()
+        Option("head", name, f, None, head_scores.get(name, 0.0), c)
+        for (f, w), c in pool.heads.items()
+        for name in [head_name(f, w)]
     ]
     for position, score in scores.items():
         candidate = pool.candidates[position]
@@ -174,7 +203,7 @@ def slots(pool: CandidatePool) -> list[str]:
 def teacher_costs(pool: CandidatePool) -> dict[str, float]:
     """The teacher's own cost: full-width stem and head plus the ``teacher`` candidates at 1-1."""
     totals = dict(pool.stems[1.0])
-    for key, value in pool.heads[1.0].items():
+    for key, value in pool.heads[1.0, 1.0].items():
         totals[key] += value
     for block in pool.partition.block_names:
         index = _teacher_candidate(pool, block)
@@ -249,6 +278,9 @@ def student_spec(
             }
             for slot, option in selection.chosen.items()
         },
+        "head_width": next(
+            w for (f, w) in pool.heads if head_name(f, w) == selection.chosen["head"].name
+        ),
         "predicted": dict(selection.totals),
         "teacher": dict(reference),
         "ratios": {
@@ -280,7 +312,14 @@ def student_blueprint(
         if block not in ("stem", "head")
     ]
     keeps = [dict(k) for k in keeps]
-    return Blueprint(dict(teacher_spec), input_shape, spec["granularity"], keeps, choices)
+    return Blueprint(
+        dict(teacher_spec),
+        input_shape,
+        spec["granularity"],
+        keeps,
+        choices,
+        float(spec.get("head_width", 1.0)),  # specs from before head widths
+    )
 
 
 def assemble_student(
@@ -341,7 +380,9 @@ def measure_interface_losses(
     parts = nn.ModuleList([pool.partition.stem, pool.partition.blocks, pool.partition.head])
     parts.to(device).eval()
     try:
-        return interface_losses(pool.partition, pool.keeps, make_loader(splits, "val", 256, device))
+        loader = make_loader(splits, "val", 256, device)
+        widths = sorted({w for _, w in pool.heads}, reverse=True)
+        return interface_losses(pool.partition, pool.keeps, loader, widths)
     finally:
         parts.cpu()
 
@@ -401,7 +442,8 @@ def candidate_scores(table: pd.DataFrame, config: BlockSearchConfig) -> dict[int
 def end_scores(
     losses: Mapping[str, Mapping[Any, float]], config: BlockSearchConfig
 ) -> dict[str, dict[float, float]]:
-    """Scores of the stem and head options by kept fraction, from ``interface_scores``.
+    """Scores of the stem options by kept fraction and of the head options by name, from
+    ``interface_scores``.
 
     With the full-interface NMSE the stem is charged the spread of the channels it drops,
     the head the NMSE of the teacher's logits read from the kept channels; the other
@@ -409,14 +451,15 @@ def end_scores(
     """
     charged = config.score in ("nmse", "weighted_nmse", "predicted_accuracy")
     return {
-        end: {float(f): float(score) if charged else 0.0 for f, score in losses[end].items()}
-        for end in ("stem", "head")
+        "stem": {float(f): float(s) if charged else 0.0 for f, s in losses["stem"].items()},
+        "head": {name: float(s) if charged else 0.0 for name, s in losses["head"].items()},
     }
 
 
-def interface_scores(losses: InterfaceLosses) -> dict[str, dict[float, float]]:
-    """``interface_scores.json``: the stem's and head's scores by kept fraction."""
-    return {"stem": dict(losses.dropped[0]), "head": dict(losses.head_nmse)}
+def interface_scores(losses: InterfaceLosses) -> dict[str, dict[Any, float]]:
+    """``interface_scores.json``: the stem's scores by kept fraction, the head's by name."""
+    heads = {head_name(f, w): score for (f, w), score in losses.head_nmse.items()}
+    return {"stem": dict(losses.dropped[0]), "head": heads}
 
 
 def feasible_budgets(pool: CandidatePool, config: BlockSearchConfig) -> list[dict[str, float]]:
