@@ -111,6 +111,44 @@ def _end_run() -> None:
     os.environ.pop(_WORKER_OF, None)  # later processes started from this one are not workers
 
 
+class RunLockHooks:
+    """One run at a time per project (:mod:`compactkd.run_lock`): a second ``kedro run``, or
+    a ``dvc repro`` stage beside a run, stops before any work, naming the running one.
+
+    Its ``before_pipeline_run`` comes after the other hooks' (``trylast``): a run that
+    another hook stops never takes the lock. Under torchrun only rank 0, the one that
+    writes, holds it.
+    """
+
+    def __init__(self) -> None:
+        self._lock: Any = None
+
+    @hook_impl(trylast=True)
+    def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
+        from compactkd import distributed
+        from compactkd.run_lock import RunLock
+
+        self._release()  # one this process kept after a failed hook: it is no longer running
+        if distributed.current().rank != 0:
+            return
+        lock = RunLock(run_params["project_path"])
+        lock.acquire()
+        self._lock = lock
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        self._release()
+
+    @hook_impl
+    def on_pipeline_error(self) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+
 class MissingInputsHooks:
     """A stage run before the stage it needs fails at once, naming the stage to run first."""
 

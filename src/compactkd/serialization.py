@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 import torch
 
@@ -27,15 +28,25 @@ def atomic_save(obj: Any, path: str | Path) -> None:
 
 def atomic_write(write: Callable[[BinaryIO], Any], path: str | Path) -> None:
     """``write`` into a temporary sibling file, then rename it over ``path``."""
+    with atomic_file(path) as file:
+        write(file)
+
+
+@contextmanager
+def atomic_file(path: str | Path, mode: str = "wb", **open_args: Any) -> Iterator[IO]:
+    """A file opened for writing in a temporary sibling of ``path``, renamed over ``path``
+    once the block ends without error (and removed if it does not): a reader sees the old
+    file or the whole new one, never a part. ``open_args`` as for :func:`open`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
     try:
-        with os.fdopen(handle, "wb") as tmp:
-            write(tmp)
+        with open(tmp_name, mode, **open_args) as tmp:
+            yield tmp
             tmp.flush()
             os.fsync(tmp.fileno())  # on disk before the rename makes it visible
-            os.fchmod(tmp.fileno(), 0o666 & ~_current_umask())  # mkstemp makes files private
+        os.chmod(tmp_name, 0o666 & ~_current_umask())  # mkstemp makes files private
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

@@ -11,7 +11,14 @@ from compactkd.hooks import (  # noqa: E402
     BudgetSweepHooks,
     MissingInputsHooks,
     NodeSummaryHooks,
+    RunLockHooks,
     RuntimeHooks,
 )
 
-HOOKS = (RuntimeHooks(), BudgetSweepHooks(), MissingInputsHooks(), NodeSummaryHooks())
+HOOKS = (
+    RuntimeHooks(),
+    BudgetSweepHooks(),
+    MissingInputsHooks(),
+    NodeSummaryHooks(),
+    RunLockHooks(),
+)
