@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from kedro.framework.context import KedroContext
@@ -174,6 +175,59 @@ class MissingInputsHooks:
             f"{', '.join(missing)} not found: run `kedro run --pipelines {','.join(needs)}` "
             f"first (or `kedro run` for every stage)"
         )
+
+
+class DamagedInputError(RuntimeError):
+    """A stage's input file exists but cannot be read: what to run to rebuild it."""
+
+
+class DamagedInputHooks:
+    """A truncated or foreign input file (``teacher.pt``, ``splits.pt``, a JSON spec) stops
+    the run with one line naming the file and the stage that rebuilds it, instead of a
+    traceback from inside torch, zipfile or json."""
+
+    @hook_impl
+    def on_pipeline_error(
+        self, error: Exception, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any
+    ) -> None:
+        from kedro.framework.project import pipelines
+
+        messages = [str(e) for e in _chain(error)]
+        for name in sorted(pipeline.inputs()):
+            path = _filepath(catalog, name)
+            if path is None or not any(path in message for message in messages):
+                continue
+            if Path(path).is_relative_to(run_params["project_path"]):
+                path = str(Path(path).relative_to(run_params["project_path"]))
+            stage = next(
+                (s for s, p in pipelines.items() if s != "__default__" and name in p.all_outputs()),
+                None,
+            )
+            fix = f"`kedro run --pipelines {stage}`" if stage else "the command that wrote it"
+            reason = messages[-1].splitlines()[0] if messages else type(error).__name__
+            raise DamagedInputError(
+                f"{path} ({name}) cannot be read ({reason}): rebuild it with {fix}, or delete "
+                "it and run again"
+            ) from None
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    """``error`` and the exceptions it was raised from, outermost first."""
+    chain: list[BaseException] = []
+    while error is not None and error not in chain:
+        chain.append(error)
+        context = None if error.__suppress_context__ else error.__context__
+        error = error.__cause__ or context
+    return chain
+
+
+def _filepath(catalog: Any, name: str) -> str | None:
+    try:
+        description = catalog.get(name)._describe()
+    except Exception:  # params, memory datasets and anything without a file
+        return None
+    path = description.get("filepath") if isinstance(description, dict) else None
+    return str(path) if path else None
 
 
 class NodeSummaryHooks:

@@ -67,6 +67,8 @@ def safe_load(path: str | Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load fails on foreign bytes in many ways (even KeyError)
+        # One line, no traceback from inside torch or zipfile: the file is what is wrong.
+        reason = str(error).splitlines()[0] if str(error) else ""
         raise CheckpointError(
-            f"{path} is not a PyTorch checkpoint ({type(error).__name__}: {error})"
-        ) from error
+            f"{path} is not a PyTorch checkpoint ({type(error).__name__}: {reason})"
+        ) from None

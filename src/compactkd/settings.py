@@ -9,6 +9,7 @@ CONFIG_LOADER_ARGS = {
 
 from compactkd.hooks import (  # noqa: E402
     BudgetSweepHooks,
+    DamagedInputHooks,
     MissingInputsHooks,
     NodeSummaryHooks,
     RunLockHooks,
@@ -19,6 +20,7 @@ HOOKS = (
     RuntimeHooks(),
     BudgetSweepHooks(),
     MissingInputsHooks(),
+    DamagedInputHooks(),
     NodeSummaryHooks(),
     RunLockHooks(),
 )

@@ -28,7 +28,7 @@ from compactkd import distributed
 from compactkd.config import config_from_params
 from compactkd.data import BatchLoader, make_loader
 from compactkd.evaluation import evaluate
-from compactkd.serialization import atomic_save, safe_load
+from compactkd.serialization import CheckpointError, atomic_save, safe_load
 
 logger = logging.getLogger(__name__)
 
@@ -166,8 +166,12 @@ class Checkpoint:
         """Load the last saved state into the given objects; return the history so far."""
         if not self.path.is_file():
             return []
-        state = safe_load(self.path)
-        if state.get("fingerprint") != self.fingerprint:
+        try:
+            state = safe_load(self.path)
+        except CheckpointError as error:  # a checkpoint is a cache: a damaged one is retrained
+            logger.warning("%s; starting afresh", error)
+            return []
+        if not isinstance(state, dict) or state.get("fingerprint") != self.fingerprint:
             logger.info("Checkpoint %s belongs to another run; starting afresh", self.path)
             return []
         model.load_state_dict(state["model"])
