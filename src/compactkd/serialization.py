@@ -8,6 +8,7 @@ everything is read with ``torch.load(weights_only=True)``, which cannot run code
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -69,6 +70,8 @@ def safe_load(path: str | Path) -> Any:
     except Exception as error:  # torch.load fails on foreign bytes in many ways (even KeyError)
         # One line, no traceback from inside torch or zipfile: the file is what is wrong.
         reason = str(error).splitlines()[0] if str(error) else ""
+        if isinstance(error, pickle.UnpicklingError):  # torch's text suggests the unsafe way
+            reason = "not plain tensors and data: only those are loaded, never code"
         raise CheckpointError(
             f"{path} is not a PyTorch checkpoint ({type(error).__name__}: {reason})"
         ) from None
