@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from helpers import TINY_RUN, randomised_teacher, run_session
 from scipy import stats as scipy_stats
+from torch import nn
 
 import compactkd.comparison as comparison
 from compactkd.baselines import fits_budgets, largest_fitting, pruned_blueprint, uniform_width_spec
@@ -291,7 +292,7 @@ def test_difference_interval_widens_with_seed_noise() -> None:
 # ------------------------------------------------------------------------------ evaluation
 
 DIGITS = (1, 8, 8)
-FAST = {"latency_repeats": 1, "device": "cpu"}
+FAST = {"latency_rounds": 2, "latency_repeats": 1, "device": "cpu"}
 
 
 def digits_package(width: float, seed: int) -> dict:
@@ -319,16 +320,20 @@ def test_sweep_table_numbers_budgets_from_one() -> None:
     assert list(table["top1_std"]) == [0.0] * 4  # one seed: no spread
 
 
-def test_each_architecture_is_timed_once(
+def test_each_architecture_is_timed_once_interleaved_with_the_teacher(
     digits_splits: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     timed = []
 
-    def fake_latency(model, input_shape, batch_size=1, *args, **kwargs) -> float:
-        timed.append((count_params(model), batch_size))
-        return float(batch_size)
+    def fake_rounds(models, input_shape, batch_size=1, *args, **kwargs) -> dict:
+        timed.append(sorted(count_params(m) for m in models.values()))
+        # Round r slows every model alike (a busy machine): ratios stay exact.
+        return {
+            key: [batch_size * count_params(m) * (1 + r) for r in range(3)]
+            for key, m in models.items()
+        }
 
-    monkeypatch.setattr(comparison, "measure_latency_ms", fake_latency)
+    monkeypatch.setattr(comparison, "interleaved_latency_ms", fake_rounds)
     teacher = build_model({"name": "resnet20", "num_classes": 10, "in_channels": 1})
     teacher_figures = measure_teacher(teacher, digits_splits, FAST)
     finetuned = [
@@ -337,18 +342,54 @@ def test_each_architecture_is_timed_once(
         {"model": "uniform", "packages": [digits_package(0.25, 3)]},
     ]
     spec = {"budgets": {"flops": 1.0}}
-    figures = compare(teacher_figures, finetuned, digits_splits, spec, EvaluationConfig(**FAST))
-    assert len(timed) == len(set(timed)) == 3 * 2  # three architectures, batches 1 and 32
-    assert {params for params, _ in timed} == {
-        count_params(network_from_package(p))
-        for p in (network_package(teacher), *(run["packages"][0] for run in finetuned))
-    }
-    assert figures["scratch"]["latency_ms_b32"] == figures["student"]["latency_ms_b32"] == 32
-    assert len(figures["student"]["top1_seeds"]) == 2 and figures["student"]["top1_std"] >= 0
-    assert figures["student"]["flops_reduction"] == pytest.approx(
-        teacher_figures["flops"] / figures["student"]["flops"]
+    package = network_package(teacher)
+    figures = compare(
+        teacher_figures, package, finetuned, digits_splits, spec, EvaluationConfig(**FAST)
     )
-    assert set(figures["student"]["vs"]) == {"scratch", "uniform"}
+    architectures = sorted(
+        count_params(network_from_package(p))
+        for p in (package, *(run["packages"][0] for run in finetuned[::2]))
+    )
+    assert timed == [architectures, architectures]  # one measurement per batch size, together
+    student, scratch = figures["student"], figures["scratch"]
+    assert (
+        scratch["latency_ms_b32"]
+        == student["latency_ms_b32"]
+        == 32 * count_params(network_from_package(finetuned[0]["packages"][0])) * 2
+    )  # the median round
+    assert student["speedup"] == pytest.approx(
+        count_params(teacher) / count_params(network_from_package(finetuned[0]["packages"][0]))
+    )
+    assert student["speedup_iqr"] == pytest.approx(0.0)  # the slow rounds hit both sides
+    assert figures["teacher"]["latency_ms_b1"] == 2 * count_params(teacher)
+    assert "speedup" not in figures["teacher"]
+    assert len(student["top1_seeds"]) == 2 and student["top1_std"] >= 0
+    assert student["flops_reduction"] == pytest.approx(teacher_figures["flops"] / student["flops"])
+    assert set(student["vs"]) == {"scratch", "uniform"}
+
+
+def test_interleaved_rounds_time_every_model_in_turn() -> None:
+    from compactkd.costs import interleaved_latency_ms
+
+    calls = []
+
+    class Recorder(nn.Module):
+        def __init__(self, name: str) -> None:
+            super().__init__()
+            self.name, self.conv = name, nn.Conv2d(1, 1, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            calls.append(self.name)
+            return self.conv(x)
+
+    models = {name: Recorder(name).train() for name in "abc"}
+    threads = torch.get_num_threads()
+    rounds = interleaved_latency_ms(models, (1, 4, 4), rounds=3, calls=2, warmup=1)
+    assert {name: len(r) for name, r in rounds.items()} == dict.fromkeys("abc", 3)
+    assert all(ms > 0 for r in rounds.values() for ms in r)
+    timed = calls[3:]  # after one warm-up call each
+    assert timed == list("aabbcc" + "bbccaa" + "ccaabb")  # the order rotates round by round
+    assert all(m.training for m in models.values()) and torch.get_num_threads() == threads
 
 
 def test_a_switched_off_baseline_yields_no_packages_and_is_not_evaluated(
@@ -372,7 +413,12 @@ def test_a_switched_off_baseline_yields_no_packages_and_is_not_evaluated(
     teacher_figures = measure_teacher(teacher, digits_splits, FAST)
     spec = {"budgets": {"flops": 1.0}}
     figures = compare(
-        teacher_figures, [student, finetuned], digits_splits, spec, EvaluationConfig(**FAST)
+        teacher_figures,
+        network_package(teacher),
+        [student, finetuned],
+        digits_splits,
+        spec,
+        EvaluationConfig(**FAST),
     )
     assert list(figures) == ["teacher", "student"] and figures["student"]["vs"] == {}
     table = comparison.comparison_table(figures)
@@ -389,7 +435,7 @@ def test_metrics_json_has_every_model_with_the_agreed_keys(finished_run: Path) -
     metrics = json.loads((finished_run / "data/08_reporting/metrics.json").read_text())
     assert list(metrics) == list(EVERY_MODEL)
     keys = {"top1", "top1_ci95", "top5", "flops", "params", "size_bytes",
-            "latency_ms_b1", "latency_ms_b32"}  # fmt: skip
+            "latency_ms_b1", "latency_ms_b1_iqr", "latency_ms_b32"}  # fmt: skip
     for name in EVERY_MODEL:
         assert keys <= set(metrics[name]), name
         low, high = metrics[name]["top1_ci95"]
@@ -402,7 +448,7 @@ def test_metrics_json_has_every_model_with_the_agreed_keys(finished_run: Path) -
             metrics["teacher"]["flops"] / figures["flops"]
         )
         assert figures["params_reduction"] >= 5 * 0.999  # the params budget is 0.2
-        assert figures["speedup"] > 0 and len(figures) > len(keys)
+        assert figures["speedup"] > 0 and figures["speedup_iqr"] >= 0 and len(figures) > len(keys)
         assert figures["top1_std"] >= 0  # two seeds
     # scratch has the student's architecture: its latency is the student's, measured once
     for key in ("latency_ms_b1", "latency_ms_b32"):
@@ -545,3 +591,15 @@ def test_a_switched_off_baseline_is_left_out_of_a_whole_run(
     assert set(history["model"]) == {"student", "scratch", "pruned", "torch_pruning"}
     summary = json.loads((project / "data/08_reporting/distillation_summary.json").read_text())
     assert list(summary["models"]) == ["student", "scratch", "pruned", "torch_pruning"]
+
+
+def test_two_copies_of_one_architecture_time_alike_interleaved() -> None:
+    """The figures that two copies of one network get, timed interleaved, agree within 10%
+    (timed one after the other they once differed twofold)."""
+    from compactkd.costs import interleaved_latency_ms
+
+    copies = {name: randomised_teacher("resnet20") for name in ("a", "b")}
+    copies["b"] = build_model({"name": "resnet20", "num_classes": 10})  # other weights
+    rounds = interleaved_latency_ms(copies, CIFAR, rounds=10, calls=5)
+    a, b = (sorted(rounds[name])[len(rounds[name]) // 2] for name in ("a", "b"))
+    assert abs(a - b) / min(a, b) < 0.10, (rounds["a"], rounds["b"])

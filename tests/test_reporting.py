@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from helpers import TINY_RUN, run_session
+from matplotlib.container import ErrorbarContainer
 
 from compactkd.report import comparison_rows, pareto_figure
 
@@ -34,6 +36,10 @@ def test_comparison_rows_show_units_and_factors(finished_run: Path) -> None:
     student = comparison[comparison["model"] == "student"].iloc[0]
     assert rows["student"]["MFLOPs"] == f"{student['flops'] / 1e6:.2f}"
     assert rows["student"]["FLOPs red."].endswith("x") and rows["teacher"]["FLOPs red."] == ""
+    low, high = json.loads(student["top1_ci95"])
+    assert rows["student"]["95% interval"] == f"[{low:.2f}, {high:.2f}]"
+    assert low <= student["top1"] <= high
+    assert float(rows["student"]["speedup IQR"]) >= 0 and rows["teacher"]["speedup IQR"] == ""
 
 
 def test_pareto_figure_labels_its_axes_with_units(finished_run: Path) -> None:
@@ -42,6 +48,14 @@ def test_pareto_figure_labels_its_axes_with_units(finished_run: Path) -> None:
     assert "FLOPs" in axes.get_xlabel() and "millions" in axes.get_xlabel()
     assert "%" in axes.get_ylabel()
     assert {text.get_text() for text in axes.get_legend().get_texts()} >= {"student", "teacher"}
+    # Every model's points carry error bars: the 95% interval's extent about the mean.
+    bars = {c.get_label(): c for c in axes.containers if isinstance(c, ErrorbarContainer)}
+    assert "student" in bars
+    student = sweep[sweep["model"] == "student"].sort_values("flops").iloc[0]
+    segments = bars["student"].lines[2][0].get_segments()
+    (_, bottom), (_, top) = segments[0]
+    width = student["top1_high"] - student["top1_low"]
+    assert top - bottom == pytest.approx(width) and student["top1_low"] < student["top1_high"]
 
 
 def test_reporting_before_evaluation_says_which_pipeline_to_run(

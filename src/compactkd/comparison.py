@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from compactkd.costs import count_flops, count_params, measure_latency_ms
+from compactkd.costs import count_flops, count_params, interleaved_latency_ms
 from compactkd.data import input_shape, make_loader
 from compactkd.evaluation import (
     accuracy_metrics,
@@ -32,8 +32,9 @@ from compactkd.training import resolve_device
 # The figures of metrics.json and comparison.csv (evaluation.json holds everything).
 HEADLINE = (
     "top1", "top1_ci95", "top5", "top1_mean", "top1_std", "flops", "params", "size_bytes",
-    "latency_ms_b1", "latency_ms_b32", "flops_reduction", "params_reduction", "speedup",
-    "speedup_b32",
+    "latency_ms_b1", "latency_ms_b1_iqr", "latency_ms_b32", "latency_ms_b32_iqr",
+    "flops_reduction", "params_reduction", "speedup", "speedup_iqr", "speedup_b32",
+    "speedup_b32_iqr",
 )  # fmt: skip
 LATENCY_BATCHES = (1, 32)
 
@@ -45,11 +46,13 @@ class EvaluationConfig:
     batch_size: int = 256
     device: str = "auto"
     latency_threads: int = 1
-    latency_repeats: int = 20
+    latency_rounds: int = 10  # rounds over every architecture in turn
+    latency_repeats: int = 5  # timed passes of each architecture per round
     onnx_tolerance: float = 1e-4
 
     def __post_init__(self) -> None:
-        if min(self.batch_size, self.latency_threads, self.latency_repeats) < 1:
+        counts = (self.batch_size, self.latency_threads, self.latency_rounds, self.latency_repeats)
+        if min(counts) < 1:
             raise ValueError(f"evaluation sizes and counts must be positive, got {self}")
 
 
@@ -69,16 +72,10 @@ def _architecture(package: Mapping[str, Any]) -> str:
 
 
 def measure(
-    packages: Sequence[Mapping[str, Any]],
-    splits: Mapping[str, Any],
-    config: EvaluationConfig,
-    latencies: dict[str, dict[str, float]] | None = None,
+    packages: Sequence[Mapping[str, Any]], splits: Mapping[str, Any], config: EvaluationConfig
 ) -> tuple[dict[str, Any], torch.Tensor]:
-    """One model's figures (accuracy of every seed) and its per-seed correctness on test.
-
-    ``latencies`` caches latency by architecture: a model that shares one with a model
-    measured before (``scratch`` and the student) reuses its figures.
-    """
+    """One model's figures (accuracy of every seed, costs; latency is :func:`latencies`'s)
+    and its per-seed correctness on test."""
     device = resolve_device(config.device)
     loader = make_loader(splits, "test", config.batch_size, device)
     correct, top1s = [], []
@@ -90,15 +87,6 @@ def measure(
             first = accuracy_metrics(logits, labels)
             matrix = confusion_matrix(logits.argmax(dim=1), labels, len(splits["classes"]))
     model, shape = network_from_package(packages[0]), input_shape(splits)
-    latencies = {} if latencies is None else latencies
-    key = _architecture(packages[0])
-    if key not in latencies:
-        latencies[key] = {
-            f"latency_ms_b{batch}": measure_latency_ms(
-                model, shape, batch, config.latency_threads, repeats=config.latency_repeats
-            )
-            for batch in LATENCY_BATCHES
-        }
     figures = {
         "top1": first["top1"],
         "top1_ci95": first["top1_ci95"],
@@ -109,15 +97,45 @@ def measure(
         "flops": count_flops(model, shape),
         "params": count_params(model),
         "size_bytes": _size_bytes(packages[0]),
-        **latencies[key],
         "per_class_top1": per_class_accuracy(matrix),
         "confusion": matrix,
     }
     return figures, torch.stack(correct)
 
 
+def latencies(
+    packages: Mapping[str, Mapping[str, Any]], shape: Sequence[int], config: EvaluationConfig
+) -> dict[str, dict[str, float]]:
+    """Every model's latency (median and interquartile range over rounds, batch 1 and 32) and
+    speed-up over ``packages["teacher"]``, measured interleaved: one round times every
+    architecture in turn, and models that share one (``scratch`` and the student) share
+    its figures. A speed-up is the median over rounds of the teacher's time over the
+    model's in that round, so both sides of each ratio saw the same machine."""
+    keys = {name: _architecture(package) for name, package in packages.items()}
+    networks = {key: network_from_package(packages[name]) for name, key in keys.items()}
+    figures: dict[str, dict[str, float]] = {name: {} for name in packages}
+    for batch in LATENCY_BATCHES:
+        rounds = interleaved_latency_ms(
+            networks, shape, batch, config.latency_threads, config.latency_rounds,
+            config.latency_repeats,
+        )  # fmt: skip
+        speedup = "speedup" if batch == 1 else f"speedup_b{batch}"
+        for name, key in keys.items():
+            figures[name] |= _median_and_iqr(f"latency_ms_b{batch}", rounds[key])
+            if name != "teacher":
+                ratios = [t / m for t, m in zip(rounds[keys["teacher"]], rounds[key], strict=True)]
+                figures[name] |= _median_and_iqr(speedup, ratios)
+    return figures
+
+
+def _median_and_iqr(name: str, values: Sequence[float]) -> dict[str, float]:
+    quartiles = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
+    return {name: statistics.median(values), f"{name}_iqr": quartiles[2] - quartiles[0]}
+
+
 def compare(
     teacher: Mapping[str, Any],
+    teacher_package: Mapping[str, Any],
     finetuned: Sequence[Mapping[str, Any]],
     splits: Mapping[str, Any],
     spec: Mapping[str, Any],
@@ -125,17 +143,19 @@ def compare(
 ) -> dict[str, Any]:
     """The teacher's figures and every fine-tuned model's (``{"model", "packages"}`` each,
     the student first), with ratios against the teacher and the student's differences."""
-    figures, correct, latencies = {"teacher": dict(teacher)}, {}, {}
+    figures, correct = {"teacher": dict(teacher)}, {}
+    first_packages = {"teacher": teacher_package}
     for run in finetuned:
         if run["packages"]:  # a baseline switched off has none
             name = run["model"]
-            figures[name], correct[name] = measure(run["packages"], splits, config, latencies)
+            figures[name], correct[name] = measure(run["packages"], splits, config)
             figures[name] |= {
                 "flops_reduction": teacher["flops"] / figures[name]["flops"],
                 "params_reduction": teacher["params"] / figures[name]["params"],
-                "speedup": teacher["latency_ms_b1"] / figures[name]["latency_ms_b1"],
-                "speedup_b32": teacher["latency_ms_b32"] / figures[name]["latency_ms_b32"],
             }
+            first_packages[name] = run["packages"][0]
+    for name, timing in latencies(first_packages, input_shape(splits), config).items():
+        figures[name] |= timing
     figures["student"]["vs"] = {
         name: difference_interval(correct["student"], correct[name])
         for name in correct
@@ -174,6 +194,9 @@ def sweep_rows(evaluation: Mapping[str, Any], spec: Mapping[str, Any]) -> pd.Dat
                 "top1": f["top1"],
                 "top1_mean": f.get("top1_mean", f["top1"]),
                 "top1_std": f.get("top1_std", 0.0),
+                # The 95% interval of the first seed's top-1 (test sampling), for error bars.
+                "top1_low": f.get("top1_ci95", [f["top1"]] * 2)[0],
+                "top1_high": f.get("top1_ci95", [f["top1"]] * 2)[1],
                 "flops": f["flops"],
                 "params": f["params"],
                 "flops_ratio": f["flops"] / teacher["flops"],

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -47,7 +48,10 @@ def pareto_figure(sweep: pd.DataFrame) -> Figure:
     for model, style in MODEL_STYLES.items():
         rows = sweep[sweep["model"] == model].sort_values("flops")
         if len(rows):
-            axes.plot(rows["flops"] / 1e6, rows["top1_mean"], label=model, **style)
+            # Error bars: the first seed's 95% interval (test sampling), about the mean.
+            below, above = rows["top1"] - rows["top1_low"], rows["top1_high"] - rows["top1"]
+            axes.errorbar(rows["flops"] / 1e6, rows["top1_mean"], yerr=[below, above],
+                          capsize=3, label=model, **style)  # fmt: skip
     teacher = sweep[sweep["model"] == "teacher"].iloc[0]
     axes.scatter(teacher["flops"] / 1e6, teacher["top1"], marker="*", s=220, c="black",
                  label="teacher", zorder=3)  # fmt: skip
@@ -109,11 +113,13 @@ def _png(figure: Figure) -> str:
 
 
 COLUMNS = {
-    "top1": ("top-1 %", "{:.2f}"), "top1_std": ("std over seeds", "{:.2f}"),
+    "top1": ("top-1 %", "{:.2f}"), "top1_ci95": ("95% interval", "[{:.2f}, {:.2f}]"),
+    "top1_std": ("std over seeds", "{:.2f}"),
     "top5": ("top-5 %", "{:.2f}"), "flops": ("MFLOPs", "{:.2f}"), "params": ("params", "{:,.0f}"),
     "size_bytes": ("size kB", "{:.0f}"), "latency_ms_b1": ("latency b1 ms", "{:.2f}"),
     "latency_ms_b32": ("latency b32 ms", "{:.1f}"), "flops_reduction": ("FLOPs red.", "{:.2f}x"),
     "params_reduction": ("params red.", "{:.2f}x"), "speedup": ("speedup b1", "{:.2f}x"),
+    "speedup_iqr": ("speedup IQR", "{:.2f}"),
 }  # fmt: skip
 
 
@@ -128,6 +134,10 @@ def comparison_rows(comparison: pd.DataFrame) -> list[dict[str, str]]:
                 value = value / 1e6
             if key == "size_bytes":
                 value = value / 1e3
+            if key == "top1_ci95":  # a list, or its text once read back from the CSV
+                value = json.loads(value) if isinstance(value, str) else value
+                row[label] = "" if not isinstance(value, list) else form.format(*value)
+                continue
             row[label] = "" if value is None or value != value else form.format(value)
         rows.append(row)
     return rows

@@ -36,13 +36,16 @@ def measure_teacher(
 
 def evaluate_models(
     teacher: dict[str, Any],
+    teacher_model: nn.Module,
     splits: dict[str, Any],
     spec: dict[str, Any],
     params: dict[str, Any],
     *finetuned: dict[str, Any],
 ) -> dict[str, Any]:
-    """Every fine-tuned model measured beside the teacher (``evaluation.json``)."""
-    return compare(teacher, finetuned, splits, spec, _config(params))
+    """Every fine-tuned model measured beside the teacher (``evaluation.json``); latency
+    timed interleaved with the teacher's."""
+    package = network_package(teacher_model)
+    return compare(teacher, package, finetuned, splits, spec, _config(params))
 
 
 def export_student(
@@ -52,9 +55,8 @@ def export_student(
     config = _config(params)
     images, _ = next(make_loader(splits, "test", 64).batches())
     model = network_from_package(student)
-    return export_checked(
-        model, images, config.onnx_tolerance, config.latency_threads, config.latency_repeats
-    )
+    repeats = config.latency_rounds * config.latency_repeats
+    return export_checked(model, images, config.onnx_tolerance, config.latency_threads, repeats)
 
 
 def summarise(

@@ -24,14 +24,15 @@ def create_pipeline(namespaces: Sequence[str | None] = (None,), **kwargs) -> Pip
         [
             node(
                 evaluate_models,
-                ["teacher_evaluation", "splits", "student_spec", SETTINGS, *per_model],
+                ["teacher_evaluation", "teacher_model", "splits", "student_spec", SETTINGS]
+                + per_model,
                 "evaluation",
                 name="evaluate_models",
             ),
             node(budget_rows, ["evaluation", "student_spec"], "sweep_rows", name="budget_rows"),
         ]
     )
-    shared = {"teacher_evaluation", "splits"}
+    shared = {"teacher_evaluation", "teacher_model", "splits"}
     gather = pipeline(
         [
             node(
