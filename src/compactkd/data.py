@@ -14,6 +14,7 @@ and loads with ``weights_only=True``::
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,12 +140,34 @@ def _read_image(path: Path, image_size: int, mode: str) -> torch.Tensor:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
-            pixels = image.convert(mode).resize((image_size, image_size), Image.BILINEAR)
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise DataError(f"cannot read image {path}: {error}") from error
+        with warnings.catch_warnings():
+            # Pillow only warns between MAX_IMAGE_PIXELS and twice that: refuse those too.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                pixels = _eight_bit(image).convert(mode)
+                pixels = pixels.resize((image_size, image_size), Image.BILINEAR)
+    except (
+        UnidentifiedImageError,
+        OSError,
+        ValueError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as error:
+        raise DataError(f"cannot read image {path}: {error}") from None
     array = np.array(pixels, dtype=np.uint8)  # a writable copy for torch
     return torch.from_numpy(array.reshape(image_size, image_size, -1)).permute(2, 0, 1)
+
+
+def _eight_bit(image: Any) -> Any:
+    """16-bit and float images (PNG ``I;16``, ``I``, ``F``) scaled to 8-bit grey: Pillow's own
+    conversion of them to RGB or L clips at 255 instead of scaling."""
+    from PIL import Image
+
+    if image.mode not in ("I;16", "I;16B", "I;16L", "I", "F"):
+        return image
+    values = np.asarray(image, dtype=np.float64)
+    top = 65535.0 if image.mode.startswith("I;16") else max(float(values.max()), 1.0)
+    return Image.fromarray(np.clip(values / top * 255.0, 0, 255).round().astype(np.uint8), "L")
 
 
 def _read_class_folders(
