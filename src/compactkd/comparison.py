@@ -52,7 +52,7 @@ class EvaluationConfig:
 
     def __post_init__(self) -> None:
         counts = (self.batch_size, self.latency_threads, self.latency_rounds, self.latency_repeats)
-        if min(counts) < 1:
+        if min(counts) < 1 or self.onnx_tolerance <= 0:
             raise ValueError(f"evaluation sizes and counts must be positive, got {self}")
 
 

@@ -150,6 +150,16 @@ class RunLockHooks:
             self._lock = None
 
 
+class ParameterHooks:
+    """Every stage's parameters checked before the run starts (:mod:`compactkd.validation`)."""
+
+    @hook_impl(tryfirst=True)
+    def before_pipeline_run(self, catalog: Any) -> None:
+        from compactkd.validation import check_parameters
+
+        check_parameters(catalog.load("parameters"))
+
+
 class MissingInputsHooks:
     """A stage run before the stage it needs fails at once, naming the stage to run first."""
 

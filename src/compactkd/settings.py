@@ -12,12 +12,14 @@ from compactkd.hooks import (  # noqa: E402
     DamagedInputHooks,
     MissingInputsHooks,
     NodeSummaryHooks,
+    ParameterHooks,
     RunLockHooks,
     RuntimeHooks,
 )
 
 HOOKS = (
     RuntimeHooks(),
+    ParameterHooks(),
     BudgetSweepHooks(),
     MissingInputsHooks(),
     DamagedInputHooks(),

@@ -72,6 +72,8 @@ class TrainConfig:
         check_precision(self.mixed_precision)
         if self.lr <= 0 or not 0 <= self.label_smoothing < 1:
             raise ValueError(f"lr must be positive and label_smoothing in [0, 1), got {self}")
+        if self.momentum < 0 or self.weight_decay < 0:
+            raise ValueError(f"momentum and weight_decay must be >= 0, got {self}")
 
     @classmethod
     def from_params(

@@ -72,6 +72,8 @@ class BlockTrainConfig:
         check_optimizer(self.optimizer)
         if not 0 < self.subsample <= 1:
             raise ValueError(f"subsample must be in (0, 1], got {self.subsample}")
+        if self.momentum < 0 or self.weight_decay < 0:
+            raise ValueError(f"momentum and weight_decay must be >= 0, got {self}")
         check_precision(self.mixed_precision)
 
 
