@@ -46,7 +46,7 @@ lint: install
 	ruff format --check src tests docs benchmarks
 
 viz: install
-	kedro viz run
+	kedro viz run --host 127.0.0.1
 
 bench: install  ## benchmarks/results.md, measured here (~25 min on 2 CPU cores); not part of test
 	python benchmarks/bench.py $(BENCH_ARGS)

@@ -128,6 +128,7 @@ class RunLockHooks:
     def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
         from compactkd import distributed
         from compactkd.run_lock import RunLock
+        from compactkd.serialization import remove_temporaries
 
         self._release()  # one this process kept after a failed hook: it is no longer running
         if distributed.current().rank != 0:
@@ -135,6 +136,11 @@ class RunLockHooks:
         lock = RunLock(run_params["project_path"])
         lock.acquire()
         self._lock = lock
+        # Sole writer now: what a killed run's interrupted saves left can go.
+        stale = remove_temporaries(Path(run_params["project_path"]) / "data")
+        if stale:
+            logger.info("removed %d temporary file(s) of an interrupted save: %s",
+                        len(stale), ", ".join(p.name for p in stale))  # fmt: skip
 
     @hook_impl
     def after_pipeline_run(self) -> None:

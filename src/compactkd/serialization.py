@@ -54,6 +54,16 @@ def atomic_file(path: str | Path, mode: str = "wb", **open_args: Any) -> Iterato
         raise
 
 
+def remove_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_file` left under ``folder`` when its
+    process was killed mid-write (``.<name>.<random>.tmp``); only safe while no other
+    process writes there (the run lock held). Returns what it deleted."""
+    stale = [p for p in Path(folder).rglob(".*.tmp") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def _current_umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
