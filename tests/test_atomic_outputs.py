@@ -4,6 +4,7 @@ way leaves the previous file as it was, and no temporary file behind."""
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -81,3 +82,10 @@ def test_every_file_output_of_the_catalog_is_written_atomically() -> None:
         "compactkd.datasets.TensorDictDataset",
         "compactkd.datasets.TorchModelDataset",
     }
+
+
+def test_a_dataset_survives_pickling_for_parallel_runner_workers(tmp_path: Path) -> None:
+    """ParallelRunner sends datasets to its worker processes pickled."""
+    dataset = pickle.loads(pickle.dumps(AtomicJSONDataset(filepath=str(tmp_path / "m.json"))))
+    dataset.save({"top1": 1.0})
+    assert dataset.load() == {"top1": 1.0} and [p.name for p in tmp_path.iterdir()] == ["m.json"]

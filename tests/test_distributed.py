@@ -89,7 +89,7 @@ def test_two_gloo_processes_train_the_teacher_like_one(tmp_path: Path) -> None:
     assert set(written_files(project)) == set(files_alone)
     logs = done.stdout + done.stderr
     assert "rank 1 of 2: outputs stay in memory" in logs
-    assert logs.count("Saving data to teacher_metrics (JSONDataset)") == 1
+    assert logs.count("Saving data to teacher_metrics (AtomicJSONDataset)") == 1
 
 
 @pytest.mark.slow

@@ -29,6 +29,8 @@ class _AtomicLocalFiles:
         self._fs = fs
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "_fs":  # unpickling (ParallelRunner's workers)
+            raise AttributeError(name)
         return getattr(self._fs, name)
 
     def open(self, path: str, mode: str = "rb", **open_args: Any) -> AbstractContextManager[IO]:
