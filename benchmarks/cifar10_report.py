@@ -115,6 +115,48 @@ One seed of the student's fine-tune per row, the same teacher (`benchmarks/cifar
 `benchmarks/cifar10_ablation.json`); the final settings' row is the run above.
 
 {ablation_table(json.loads(ABLATION.read_text())) if ABLATION.exists() else "(not run)"}
+{longer_section(result, evaluation)}"""
+
+
+def longer_finetune(data: Path) -> dict:
+    """The figures of a run with longer fine-tunes on the same teacher and search (one seed)."""
+    reporting = data / "08_reporting"
+    metrics = json.loads((reporting / "metrics.json").read_text())
+    history = pd.read_csv(reporting / "student_history.csv")
+    return {
+        "epochs": int(history["epoch"].max()),
+        "top1": {name: metrics[name]["top1"] for name in metrics},
+        "student_minus_ci95": {
+            name: [vs["difference"], *vs["ci95"]] for name, vs in metrics["student"]["vs"].items()
+        },
+    }
+
+
+def longer_section(result: dict, evaluation: dict) -> str:
+    longer = result.get("longer_finetune")
+    if not longer:
+        return ""
+    epochs = longer["epochs"]
+    rows = [f"| model | seed 0, {result['finetune_epochs']} epochs | seed 0, {epochs} epochs |",
+            "|---|---|---|"]  # fmt: skip
+    for name, top1 in longer["top1"].items():
+        short = evaluation[name]["top1_seeds"][0] if name != "teacher" else top1
+        rows.append(f"| {name} | {short:.2f} | {top1:.2f} |")
+    diffs = [f"| student - {name} | {d:+.2f} [{low:+.2f}, {high:+.2f}] |"
+             for name, (d, low, high) in longer["student_minus_ci95"].items()]  # fmt: skip
+    return f"""
+## Fine-tune length: {result["finetune_epochs"]} against {epochs} epochs (seed 0)
+
+The same teacher, search and student, fine-tuned {epochs} epochs with the baselines that start
+from the teacher's weights (`kedro run --env cifar10 --pipelines distillation,evaluation
+--params distillation.seeds=1,distillation.training.epochs={epochs},
+distillation.baselines.scratch=false,distillation.baselines.uniform=false`):
+
+{chr(10).join(rows)}
+
+| difference at {epochs} epochs (one seed: test sampling only) | mean [95% interval] |
+|---|---|
+{chr(10).join(diffs)}
 """
 
 
@@ -139,8 +181,13 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("data"))
     parser.add_argument("--note", default="")
     parser.add_argument("--out", type=Path, default=Path("benchmarks"))
+    parser.add_argument("--longer", type=Path, help="data/ of a run with longer fine-tunes")
     args = parser.parse_args()
     result = summary(args.data)
+    history = pd.read_csv(args.data / "08_reporting" / "student_history.csv")
+    result["finetune_epochs"] = int(history["epoch"].max())
+    if args.longer:
+        result["longer_finetune"] = longer_finetune(args.longer)
     (args.out / "cifar10.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / "cifar10.md").write_text(markdown(args.data, result, args.note))
 
