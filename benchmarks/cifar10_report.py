@@ -17,7 +17,7 @@ from cifar10_ablation import table as ablation_table
 
 def baselines(metrics: dict) -> list[str]:
     """The baselines the run compared (every model but the teacher and the student)."""
-    return [name for name in metrics if name not in ("teacher", "student")]
+    return [name for name in metrics if name not in ("teacher", "student", "provenance")]
 
 
 def summary(data: Path) -> dict:
@@ -44,6 +44,7 @@ def summary(data: Path) -> dict:
     for name in names:
         result[f"student_minus_{name}_ci95"] = student["vs"][name]["ci95"]
         result[f"student_minus_{name}"] = student["vs"][name]["difference"]
+    result["provenance"] = metrics.get("provenance")  # runs since 2026-12-03 record it
     return result
 
 

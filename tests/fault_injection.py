@@ -100,7 +100,8 @@ def figures(project: Path) -> dict[str, Any]:
     metrics = reporting / "metrics.json"
     if metrics.exists():
         for name, row in json.loads(metrics.read_text()).items():
-            result[name] = [row["top1"], row.get("top1_mean"), row["flops"], row["params"]]
+            if name != "provenance":  # when and where: differs from run to run
+                result[name] = [row["top1"], row.get("top1_mean"), row["flops"], row["params"]]
     search = reporting / "block_search_metrics.json"
     if search.exists():
         result["chosen"] = json.loads(search.read_text())["chosen"]

@@ -433,7 +433,7 @@ EVERY_MODEL = ("teacher", *MODELS)
 @pytest.mark.slow
 def test_metrics_json_has_every_model_with_the_agreed_keys(finished_run: Path) -> None:
     metrics = json.loads((finished_run / "data/08_reporting/metrics.json").read_text())
-    assert list(metrics) == list(EVERY_MODEL)
+    assert list(metrics) == [*EVERY_MODEL, "provenance"]
     keys = {"top1", "top1_ci95", "top5", "flops", "params", "size_bytes",
             "latency_ms_b1", "latency_ms_b1_iqr", "latency_ms_b32"}  # fmt: skip
     for name in EVERY_MODEL:
@@ -587,7 +587,8 @@ def test_a_switched_off_baseline_is_left_out_of_a_whole_run(
     uniform = TensorDictDataset(filepath=str(project / "data/06_models/finetuned/uniform.pt"))
     assert uniform.load() == {"model": "uniform", "packages": []}
     metrics = json.loads((project / "data/08_reporting/metrics.json").read_text())
-    assert list(metrics) == ["teacher", "student", "scratch", "pruned", "torch_pruning"]
+    models = [name for name in metrics if name != "provenance"]
+    assert models == ["teacher", "student", "scratch", "pruned", "torch_pruning"]
     assert set(metrics["student"]["vs"]) == {"scratch", "pruned", "torch_pruning"}
     sweep = pd.read_csv(project / "data/08_reporting/sweep.csv")
     assert "uniform" not in set(sweep["model"]) and set(sweep["budget"]) == {1, 2}

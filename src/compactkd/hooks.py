@@ -246,6 +246,43 @@ def _filepath(catalog: Any, name: str) -> str | None:
     return str(path) if path else None
 
 
+class ProvenanceHooks:
+    """Every DVC metrics file of a run (catalog ``metadata: {dvc: metrics}``) carries the run's
+    record under ``provenance`` (:mod:`compactkd.provenance`): commit, environment,
+    parameters hash, package versions, device, threads and date.
+
+    It is added to the node's output after the node ran and before Kedro saves it, so the
+    nodes stay free of it. A ParallelRunner worker started by spawning (not forking) has no
+    record and adds none.
+    """
+
+    def __init__(self) -> None:
+        self._record: dict[str, Any] | None = None
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], catalog: Any) -> None:
+        from compactkd.provenance import run_provenance
+
+        params = catalog.load("parameters")
+        self._record = run_provenance(run_params["project_path"], run_params["env"], params)
+
+    @hook_impl
+    def after_node_run(self, catalog: Any, outputs: dict[str, Any]) -> None:
+        if self._record is None:
+            return
+        for name, value in outputs.items():
+            if isinstance(value, dict) and _is_metric(catalog, name):
+                value["provenance"] = self._record
+
+
+def _is_metric(catalog: Any, name: str) -> bool:
+    try:
+        metadata = getattr(catalog.get(name), "metadata", None) or {}
+    except Exception:  # a name the catalog resolves to nothing with metadata
+        return False
+    return isinstance(metadata, dict) and metadata.get("dvc") == "metrics"
+
+
 class NodeSummaryHooks:
     """Logs ``<node> done in <s>: <output> (<what it holds>), ...`` when a node ends."""
 

@@ -13,6 +13,7 @@ from compactkd.hooks import (  # noqa: E402
     MissingInputsHooks,
     NodeSummaryHooks,
     ParameterHooks,
+    ProvenanceHooks,
     RunLockHooks,
     RuntimeHooks,
 )
@@ -24,5 +25,6 @@ HOOKS = (
     MissingInputsHooks(),
     DamagedInputHooks(),
     NodeSummaryHooks(),
+    ProvenanceHooks(),
     RunLockHooks(),
 )

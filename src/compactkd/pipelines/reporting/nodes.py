@@ -40,6 +40,22 @@ def _facts(
         f"FLOPs and {student['params_reduction']:.2f}x fewer parameters than the teacher",
         "fine-tuning": f"{distillation['training']['epochs']} epochs, {distillation['seeds']} "
         f"seed(s), KD alpha {kd['alpha']}, tau {kd['tau']}, beta {kd['beta']}",
+        **provenance_facts(metrics.get("provenance")),
+    }
+
+
+def provenance_facts(record: dict[str, Any] | None) -> dict[str, str]:
+    """The run's provenance as rows of the report's run table (none for older metrics)."""
+    if not record:
+        return {}
+    commit = record["git_commit"] or "not a git repository"
+    dirty = " with uncommitted changes" if record["git_dirty"] else ""
+    versions = ", ".join(f"{name} {v}" for name, v in record["versions"].items() if v)
+    return {
+        "code": f"commit {commit[:12]}{dirty}, Kedro environment {record['kedro_env']}, "
+        f"parameters sha256 {record['parameters_sha256'][:12]}",
+        "software": versions,
+        "machine": f"{record['device']}, {record['threads']} thread(s); run {record['date']}",
     }
 
 
