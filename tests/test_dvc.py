@@ -225,6 +225,27 @@ def test_repro_runs_each_stage_once_and_reruns_only_what_changed(project_copy: P
     git(project_copy, "add", "-A")
     git(project_copy, "commit", "-qm", "baseline run")
     branch = git(project_copy, "rev-parse", "--abbrev-ref", "HEAD")
+
+    # A remote on local disk, used as a team would: push the run; a fresh clone pulls it,
+    # reruns nothing and shows the pushed figures; pulling one stage skips retraining it.
+    remote = project_copy.parent / "dvc-remote"
+    dvc(project_copy, "remote", "add", "-d", "shared", str(remote))
+    git(project_copy, "commit", "-qam", "the team's DVC remote")
+    assert "pushed" in dvc(project_copy, "push")
+    clone = project_copy.parent / "clone"
+    git(project_copy.parent, "clone", "-q", str(project_copy), str(clone))
+    dvc(clone, "pull")
+    assert ran(dvc(clone, "repro")) == [] and changed(clone) == {}
+    metrics = "data/08_reporting/metrics.json"
+    assert dvc(clone, "metrics", "show", "--json") == dvc(project_copy, "metrics", "show", "--json")
+    assert (clone / metrics).read_text() == (project_copy / metrics).read_text()
+    partial = project_copy.parent / "partial"
+    git(project_copy.parent, "clone", "-q", str(project_copy), str(partial))
+    dvc(partial, "pull", "data_processing", "teacher")  # the trained teacher and its data
+    assert (partial / "data/06_models/teacher.pt").is_file()
+    assert not (partial / "data/06_models/candidate_weights.pt").exists()
+    # `dvc repro` would start at the search: only the later stages are out of date.
+    assert set(changed(partial)) == set(stages) - {"data_processing", "teacher"}
     alpha = "conf/base/parameters_distillation.yml:distillation.kd.alpha"
     experiment = dvc(project_copy, "exp", "run", "-n", "alpha07", "-S", f"{alpha}=0.7")
     assert ran(experiment) == ["distillation", "evaluation", "reporting"]
