@@ -112,7 +112,8 @@ def latencies(
     its figures. A speed-up is the median over rounds of the teacher's time over the
     model's in that round, so both sides of each ratio saw the same machine."""
     keys = {name: _architecture(package) for name, package in packages.items()}
-    networks = {key: network_from_package(packages[name]) for name, key in keys.items()}
+    first_of = {key: name for name, key in reversed(keys.items())}  # one network per structure
+    networks = {key: network_from_package(packages[name]) for key, name in first_of.items()}
     figures: dict[str, dict[str, float]] = {name: {} for name in packages}
     for batch in LATENCY_BATCHES:
         rounds = interleaved_latency_ms(

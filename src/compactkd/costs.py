@@ -64,17 +64,10 @@ def measure_latency_ms(
     compare across models; the median of ``repeats`` timed runs after ``warmup``
     untimed ones keeps one slow run from moving the result.
     """
-    previous_threads = torch.get_num_threads()
-    was_training = model.training
-    model.eval()
-    forward = _forward(model, input_shape, batch_size)
-    torch.set_num_threads(threads)
-    try:
-        with torch.inference_mode():
-            return median_milliseconds(forward, warmup, repeats)
-    finally:
-        torch.set_num_threads(previous_threads)
-        model.train(was_training)
+    # One model, one round: the interleaved measurement reduced to a plain one.
+    rounds = interleaved_latency_ms({"model": model}, input_shape, batch_size, threads, 1,
+                                    repeats, warmup)  # fmt: skip
+    return rounds["model"][0]
 
 
 def interleaved_latency_ms(

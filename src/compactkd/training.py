@@ -100,8 +100,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 def placed(module: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
     """``module`` on ``device``, its 4-D weights in channels-last (NHWC) order or back in the
     default one. Convolutions run faster channels-last: on 2 CPU cores, training steps of
-    ResNet-20 about 1.2-1.4x, of MobileNetV2 1.6-1.8x (docs/method.md §10); on a GPU it is
-    the layout of bf16 tensor-core kernels."""
+    ResNet-20 about 1.2-1.4x, of MobileNetV2 1.6-1.8x (docs/guide.md, "GPUs"); on a GPU it
+    is the layout of bf16 tensor-core kernels."""
     layout = torch.channels_last if channels_last else torch.contiguous_format
     return module.to(device).to(memory_format=layout)
 
