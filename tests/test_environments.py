@@ -26,7 +26,7 @@ ENVIRONMENTS = sorted(
 
 
 def test_the_environments_are_the_documented_ones() -> None:
-    assert ENVIRONMENTS == ["cifar10", "cifar10_mobilenetv2"]
+    assert ENVIRONMENTS == ["cifar10", "cifar10_mobilenetv2", "cifar10_mobilenetv2_cpu"]
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
