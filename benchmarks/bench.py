@@ -35,7 +35,7 @@ from typing import Any
 
 import pandas as pd
 import torch
-from bench_common import QUICK_PARAMS, ROOT, Spread, log, project_params
+from bench_common import QUICK_PARAMS, ROOT, Spread, data_root, log, project_params
 from bench_latency import BATCHES, RUNTIMES, Latency, measure_latency
 from bench_pipeline import (
     CIFAR10_RAW,
@@ -49,6 +49,7 @@ from bench_pipeline import (
 )
 from bench_throughput import Throughput, measure_throughput
 
+from compactkd.provenance import run_provenance
 from compactkd.serialization import atomic_write
 
 DEFAULT_OUTPUT = ROOT / "benchmarks/results.md"
@@ -232,7 +233,7 @@ def measure_runs(
     label = "default" if runs else "data/ (an earlier run)"
     sweeps, figures = {label: sweep_table(data)}, {label: "accuracy_vs_flops.png"}
     if any(run.run == "cifar10" for run in runs):
-        sweeps["cifar10"] = sweep_table(work / "cifar10/data")
+        sweeps["cifar10"] = sweep_table(data_root(work / "cifar10", "cifar10"))
         figures["cifar10"] = "accuracy_vs_flops_cifar10.png"
     return Measured(runs, latency, sweeps, figures, own_peak)
 
@@ -273,6 +274,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "sweep": {k: sweep.to_dict(orient="records") for k, sweep in measured.sweeps.items()},
         "bench_process_peak_rss_mib": measured.own_peak_mib,
         "seconds": time.perf_counter() - started,
+        "provenance": run_provenance(ROOT, None, params),  # this code, the default settings
     }
     write_file(args.output.with_suffix(".json"), json.dumps(results, indent=2, default=str) + "\n")
     write_file(args.output, markdown(args, results, throughput, measured))

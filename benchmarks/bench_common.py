@@ -43,6 +43,16 @@ def project_params(
     return loader["parameters"]
 
 
+def data_root(root: Path = ROOT, env: str | None = None) -> Path:
+    """Where ``kedro run [--env env]`` writes its outputs (``data_root`` in globals.yml)."""
+    from kedro.config import OmegaConfigLoader
+
+    from compactkd.settings import CONFIG_LOADER_ARGS
+
+    loader = OmegaConfigLoader(conf_source=str(root / "conf"), env=env, **CONFIG_LOADER_ARGS)
+    return root / loader["globals"]["data_root"]
+
+
 def dotlist(params: Mapping[str, Any], prefix: str = "") -> list[str]:
     """Nested parameters as ``kedro run --params`` items: ``a.b=1``."""
     items = []

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from bench_common import ROOT, dotlist, log
+from bench_common import ROOT, data_root, dotlist, log
 
 STAGES = ("data_processing", "teacher", "block_search", "distillation", "evaluation", "reporting")
 SEARCHED = ("teacher", "block_search")  # the stages --search-repeats reruns
@@ -96,13 +96,13 @@ def run_stage(
         raise RuntimeError(f"`{shlex.join(command)}` failed ({returncode}):\n{tail}")
     peak_mib = int(peak_file.read_text()) / 1024
     log(f"{run} {stage} ({tag}): {seconds:.1f} s, peak RSS {peak_mib:.0f} MiB")
-    metrics = search_metrics(project) if stage == "block_search" else None
+    metrics = search_metrics(data_root(project, env)) if stage == "block_search" else None
     return StageRun(run, stage, shlex.join(command), seconds, peak_mib, str(log_path), metrics)
 
 
-def search_metrics(project: Path) -> dict[str, float]:
+def search_metrics(data: Path) -> dict[str, float]:
     """The block search's own seconds against the teacher's, from the stage's metrics file."""
-    metrics = json.loads((project / "data/08_reporting/block_search_metrics.json").read_text())
+    metrics = json.loads((data / "08_reporting/block_search_metrics.json").read_text())
     return {
         "search_seconds": metrics["seconds"],
         "teacher_train_seconds": metrics["teacher_train_seconds"],
@@ -119,7 +119,8 @@ def run_pipeline(
         if stage == "teacher":
             for repeat in range(search_repeats):
                 # From scratch: a checkpoint left by the previous repeat would be resumed.
-                shutil.rmtree(project / "data/06_models/checkpoints", ignore_errors=True)
+                checkpoints = data_root(project, env) / "06_models/checkpoints"
+                shutil.rmtree(checkpoints, ignore_errors=True)
                 for searched in SEARCHED:
                     runs.append(run_stage(project, run, searched, env, overrides, f"r{repeat + 1}"))
         elif stage not in SEARCHED:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from bench_common import data_root
 
 PROJECT = Path(__file__).resolve().parents[1]
 RESULTS = PROJECT / "benchmarks" / "cifar10_ablation.json"
@@ -63,7 +64,7 @@ def run_row(name: str, env: str, threads: int | None) -> dict[str, Any]:
     command = ["kedro", "run", "--env", env, "--pipelines", "block_search,distillation,evaluation"]
     start = time.perf_counter()
     subprocess.run([*command, "--params", params], cwd=PROJECT, check=True)
-    reporting = PROJECT / "data" / "08_reporting"
+    reporting = data_root(PROJECT, env) / "08_reporting"
     search = json.loads((reporting / "block_search_metrics.json").read_text())
     student = json.loads((reporting / "metrics.json").read_text())["student"]
     return {
@@ -78,10 +79,14 @@ def run_row(name: str, env: str, threads: int | None) -> dict[str, Any]:
         "predictor_kendall_tau": search.get("predictor_kendall_tau"),
         "nmse_kendall_tau": search.get("nmse_kendall_tau"),
         "wall_seconds": time.perf_counter() - start,
+        "provenance": json.loads((reporting / "metrics.json").read_text()).get("provenance"),
     }
 
 
 def save(results: dict[str, Any]) -> None:
+    """The rows so far; the file's provenance is its last row's run (each row keeps its own)."""
+    last = list(results["rows"].values())[-1] if results["rows"] else {}
+    results["provenance"] = last.get("provenance")
     temporary = RESULTS.with_suffix(".json.tmp")
     temporary.write_text(json.dumps(results, indent=2) + "\n")
     os.replace(temporary, RESULTS)

@@ -12,9 +12,9 @@ mkdir -p data/01_raw/cifar10/train && tar xzf .cifar/train.tar.gz -C data/01_raw
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; python3 -c "import torch; print(torch.__version__, torch.cuda.is_available())"
 echo "setup took $(( $(date +%s) - start )) s"
 snapshot() {
-  tar czf $OUT/models.tgz --exclude='data/06_models/checkpoints' --exclude='data/06_models/candidate_weights.pt' data/06_models 2>/dev/null
-  tar czf $OUT/checkpoints.tgz data/06_models/checkpoints 2>/dev/null
-  tar czf $OUT/reports.tgz data/07_model_output data/08_reporting 2>/dev/null
+  tar czf $OUT/models.tgz --exclude='data/cifar10/06_models/checkpoints' --exclude='data/cifar10/06_models/candidate_weights.pt' data/cifar10/06_models 2>/dev/null
+  tar czf $OUT/checkpoints.tgz data/cifar10/06_models/checkpoints 2>/dev/null
+  tar czf $OUT/reports.tgz data/cifar10/07_model_output data/cifar10/08_reporting 2>/dev/null
 }
 ( while sleep 45; do snapshot; done ) &
 saver=$!

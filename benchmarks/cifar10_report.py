@@ -1,7 +1,8 @@
-"""Write benchmarks/cifar10.{json,md} from a finished `kedro run --env cifar10`.
+"""Write benchmarks/<name>.{json,md} from a finished CIFAR-10 run (`kedro run --env cifar10`).
 
-Usage: python benchmarks/cifar10_report.py [--data data] [--note "where and how it ran"]
-Reads only what the run wrote under data/ (metrics, evaluation, histories, stage metrics).
+Usage: python benchmarks/cifar10_report.py [--data data/cifar10] [--name cifar10] [--note "..."]
+Reads only what the run wrote under its data root (metrics, evaluation, histories, stage
+metrics). `--name cifar10_mobilenetv2 --data data/cifar10_mobilenetv2_cpu` for MobileNetV2.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from cifar10_ablation import table as ablation_table
 
 def baselines(metrics: dict) -> list[str]:
     """The baselines the run compared (every model but the teacher and the student)."""
-    return [name for name in metrics if name not in ("teacher", "student", "provenance")]
+    return [name for name, value in metrics.items()
+            if isinstance(value, dict) and "top1_mean" in value
+            and name not in ("teacher", "student")]  # fmt: skip
 
 
 def summary(data: Path) -> dict:
@@ -44,11 +47,37 @@ def summary(data: Path) -> dict:
     for name in names:
         result[f"student_minus_{name}_ci95"] = student["vs"][name]["ci95"]
         result[f"student_minus_{name}"] = student["vs"][name]["difference"]
+    result["student_minus_teacher"] = student["top1_mean"] - metrics["teacher"]["top1"]
     result["provenance"] = metrics.get("provenance")  # runs since 2026-12-03 record it
     return result
 
 
-def markdown(data: Path, result: dict, note: str) -> str:
+def targets(result: dict) -> list[str]:
+    """The seed paper's claims, met or not: >= 2x fewer FLOPs, >= 5x fewer parameters, top-1
+    at least the teacher's, above every baseline outside the difference's 95% interval."""
+    student = result["student"]
+
+    def verdict(met: bool) -> str:
+        return "met" if met else "**not met**"
+
+    rows = [
+        f"| FLOPs reduction >= 2x | {student['flops_reduction']:.2f}x | "
+        f"{verdict(student['flops_reduction'] >= 2)} |",
+        f"| parameter reduction >= 5x | {student['params_reduction']:.2f}x | "
+        f"{verdict(student['params_reduction'] >= 5)} |",
+        f"| top-1 >= the teacher's | {result['student_minus_teacher']:+.2f} | "
+        f"{verdict(result['student_minus_teacher'] >= 0)} |",
+    ]
+    for name in baselines(result):
+        if f"student_minus_{name}_ci95" in result:
+            low, high = result[f"student_minus_{name}_ci95"]
+            rows.append(f"| above {name} (interval's lower bound > 0) | "
+                        f"{result[f'student_minus_{name}']:+.2f} [{low:+.2f}, {high:+.2f}] | "
+                        f"{verdict(low > 0)} |")  # fmt: skip
+    return ["| target | measured | |", "|---|---|---|", *rows]
+
+
+def markdown(data: Path, result: dict, note: str, title: str, ablation: bool) -> str:
     reporting = data / "08_reporting"
     names = baselines(json.loads((reporting / "metrics.json").read_text()))
     evaluation = json.loads((reporting / "evaluation.json").read_text())
@@ -79,9 +108,23 @@ def markdown(data: Path, result: dict, note: str) -> str:
     epochs = int(history["epoch"].max())
     times = "\n".join(f"| {m} fine-tunes ({result['seeds']} seeds x {epochs} epochs) | "
                       f"{s:.0f} s |" for m, s in seconds.items())  # fmt: skip
-    return f"""# CIFAR-10 at CPU scale: the student against the teacher and the baselines
+    ablation_text = (
+        f"""
+## Ablation: what the search optimises, and the space it searches
+
+One seed of the student's fine-tune per row, the same teacher (`benchmarks/cifar10_ablation.py`,
+`benchmarks/cifar10_ablation.json`); the final settings' row is the run above.
+
+{ablation_table(json.loads(ABLATION.read_text())) if ABLATION.exists() else "(not run)"}
+"""
+        if ablation
+        else ""
+    )
+    return f"""# {title}
 
 {note}
+
+{provenance_line(result.get("provenance"))}
 
 Data: {card["source"]}; {card["counts"]} images (train/val/test), classes {len(card["classes"])}.
 Teacher: {teacher["model"]["name"]}, {teacher["epochs"]} epochs. Block search:
@@ -94,6 +137,10 @@ assembled before fine-tuning {search["assembled_val_top1"]:.2f}% validation, tea
 ## Test accuracy ({evaluation["teacher"]["top1_ci95"]} is the teacher's 95% interval)
 
 {chr(10).join(rows)}
+
+## Targets
+
+{chr(10).join(targets(result))}
 
 ## Differences (percentage points; 95% interval: test sampling + seed-to-seed noise)
 
@@ -109,14 +156,19 @@ assembled before fine-tuning {search["assembled_val_top1"]:.2f}% validation, tea
 | block search (all candidates, every epoch) | {search["seconds"]:.0f} s \
 ({search["overhead_vs_teacher"]:.2f}x the teacher) |
 {times}
+{ablation_text}{longer_section(result, evaluation)}"""
 
-## Ablation: what the search optimises, and the space it searches
 
-One seed of the student's fine-tune per row, the same teacher (`benchmarks/cifar10_ablation.py`,
-`benchmarks/cifar10_ablation.json`); the final settings' row is the run above.
-
-{ablation_table(json.loads(ABLATION.read_text())) if ABLATION.exists() else "(not run)"}
-{longer_section(result, evaluation)}"""
+def provenance_line(record: dict | None) -> str:
+    """The run's record (``provenance`` in the JSON) in one sentence."""
+    if not record:
+        return "Provenance: not recorded by this run."
+    versions = ", ".join(f"{k} {v}" for k, v in record["versions"].items() if v)
+    dirty = " with uncommitted changes" if record["git_dirty"] else ""
+    machine = f"{record['device']}, {record['threads']} thread(s), {record['date']}"
+    return (f"Provenance: commit `{record['git_commit'][:10]}`{dirty}, environment "
+            f"`{record['kedro_env']}`, parameters sha256 `{record['parameters_sha256'][:12]}`, "
+            f"{machine}; {versions}.")  # fmt: skip
 
 
 def longer_finetune(data: Path) -> dict:
@@ -179,7 +231,10 @@ def _baseline_facts(models: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data", type=Path, default=Path("data"))
+    parser.add_argument("--data", type=Path, default=Path("data/cifar10"))
+    parser.add_argument("--name", default="cifar10", help="the files' name in --out")
+    parser.add_argument("--title", default="CIFAR-10 at CPU scale: the student against the "
+                        "teacher and the baselines")  # fmt: skip
     parser.add_argument("--note", default="")
     parser.add_argument("--out", type=Path, default=Path("benchmarks"))
     parser.add_argument("--longer", type=Path, help="data/ of a run with longer fine-tunes")
@@ -189,8 +244,9 @@ def main() -> None:
     result["finetune_epochs"] = int(history["epoch"].max())
     if args.longer:
         result["longer_finetune"] = longer_finetune(args.longer)
-    (args.out / "cifar10.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "cifar10.md").write_text(markdown(args.data, result, args.note))
+    text = markdown(args.data, result, args.note, args.title, ablation=args.name == "cifar10")
+    (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / f"{args.name}.md").write_text(text)
 
 
 if __name__ == "__main__":

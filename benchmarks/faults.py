@@ -22,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from bench_common import project_params  # noqa: E402
 from fault_injection import (  # noqa: E402
     KillPoint,
     configure,
@@ -31,6 +32,8 @@ from fault_injection import (  # noqa: E402
     unsound_outputs,
 )
 from helpers import TINY_RUN, copy_project  # noqa: E402
+
+from compactkd.provenance import run_provenance  # noqa: E402
 
 NODE = r"Running node: {}[:(]"
 POINTS = [
@@ -87,6 +90,7 @@ def main() -> None:
             "results_equal": figures(project) == expected,
             "reference": expected,
             "after_kills": figures(project),
+            "provenance": run_provenance(ROOT, None, project_params(ROOT, None, TINY_RUN)),
         }
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     args.out.with_suffix(".md").write_text(_markdown(result))

@@ -28,11 +28,13 @@ echo "set-up: $(( $(date +%s) - start )) s"
 run() {  # run NAME KEDRO_ARGS...: one pipeline run from empty data folders (01_raw kept)
   local name=$1; shift
   mkdir -p "$OUT/$name"
-  rm -rf data/0[2-8]_* && git checkout -q -- data 2>/dev/null
+  local root=data  # the environment's data_root (conf/<env>/globals.yml)
+  [[ " $* " =~ " --env "([a-z0-9_]+) ]] && root=data/${BASH_REMATCH[1]}
+  rm -rf "$root"/0[2-8]_* && git checkout -q -- data 2>/dev/null
   local began=$(date +%s)
   timeout "$SECONDS_EACH" python3 -m kedro run "$@" > "$OUT/$name/run.log" 2>&1
   echo "== $name: exit $? after $(( $(date +%s) - began )) s"
-  cp data/08_reporting/*.json "$OUT/$name/" 2>/dev/null
+  cp "$root"/08_reporting/*.json "$OUT/$name/" 2>/dev/null
   grep -oE "Completed node|Running node: [a-z_.]+|done in [0-9.]+ ?s" "$OUT/$name/run.log" | tail -40
   python3 - "$OUT/$name" <<'EOF'
 import json, sys

@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 import torch
+from bench_common import data_root
 from kedro.config import OmegaConfigLoader
 
 from compactkd.baselines import pruned_blueprint
@@ -75,7 +76,7 @@ def main() -> None:
     parser.add_argument("--env", default="local", help="the Kedro environment of the run")
     parser.add_argument("--project", type=Path, default=Path("."))
     args = parser.parse_args()
-    data = args.project / "data"
+    data = data_root(args.project.resolve(), args.env)
     loader = OmegaConfigLoader(
         str(args.project / "conf"), base_env="base", default_run_env=args.env,
         merge_strategy={"parameters": "soft"},

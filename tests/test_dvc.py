@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import PROJECT_ROOT
+from helpers import PROJECT_ROOT, TINY_RUN
 
-from compactkd.dvc_stages import dvc_stages, render
+from compactkd.dvc_stages import check_apart, dvc_file, dvc_stages, environments, render
 
 RUNTIME = "conf/base/parameters_runtime.yml"
 SEARCH = "conf/base/parameters_block_search.yml"
@@ -58,6 +58,30 @@ def kedro_run() -> tuple[Any, dict[str, Any]]:
 def test_committed_dvc_yaml_is_the_generated_one(generated: dict[str, Any]) -> None:
     committed = (PROJECT_ROOT / "dvc.yaml").read_text()
     assert committed == render(generated), "dvc.yaml is out of date: run `make dvc`"
+
+
+def test_every_environment_has_its_own_stages_and_outputs(generated: dict[str, Any]) -> None:
+    envs = environments(PROJECT_ROOT)
+    assert envs and "base" not in envs and "local" not in envs
+    contents = {"base": generated}
+    for env in envs:
+        content = contents[env] = dvc_stages(PROJECT_ROOT, env)
+        path = dvc_file(PROJECT_ROOT, env)
+        assert path.read_text() == render(content), f"{path} is out of date: run `make dvc`"
+        assert list(content["stages"]) == list(generated["stages"])
+        for name, stage in content["stages"].items():
+            assert stage["cmd"] == f"kedro run --env {env} --pipelines {name}"
+            assert stage["wdir"] == "../.."  # conf/<env>/ -> the project's root
+            assert all(out.startswith(f"data/{env}/") for out in outputs(stage)), name
+            # The environment's override of a stage's settings is tracked with the base's.
+            base_files = parameters(generated["stages"][name])
+            own = {f.replace(f"conf/{env}/", "conf/base/") for f in parameters(stage)}
+            assert own == set(base_files), name
+        assert f"conf/{env}/parameters_teacher.yml" in parameters(content["stages"]["teacher"])
+    check_apart(contents)  # no file written by two environments
+    clash = {**contents, "copy": generated}
+    with pytest.raises(ValueError, match="both write data/.*own data_root"):
+        check_apart(clash)
 
 
 def test_each_stage_lists_its_code_parameters_and_files(
@@ -135,12 +159,15 @@ def dvc(project: Path, *args: str) -> str:
 
 
 def ran(output: str) -> list[str]:
-    return re.findall(r"Running stage '([^']+)'", output)
+    """The stages a ``dvc repro`` ran, by name (without the ``conf/<env>/dvc.yaml:`` of an
+    environment's)."""
+    return re.findall(r"Running stage '(?:[^']*:)?([^':]+)'", output)
 
 
-def changed(project: Path) -> dict[str, Any]:
-    """``dvc status``: the stages whose own code, parameters or inputs changed."""
-    return json.loads(dvc(project, "status", "--json"))
+def changed(project: Path, stages: str = "dvc.yaml") -> dict[str, Any]:
+    """``dvc status``: the stages (of the base environment's ``dvc.yaml``, unless another file
+    is named) whose own code, parameters or inputs changed."""
+    return json.loads(dvc(project, "status", "--json", stages))
 
 
 def downstream(stages: dict[str, Any], names: set[str]) -> set[str]:
@@ -268,3 +295,63 @@ def test_repro_runs_each_stage_once_and_reruns_only_what_changed(project_copy: P
     ):
         assert label in page
     assert "pareto.png" in page and "curves.png" in page
+
+
+def write_environment(project: Path, env: str, params: dict[str, Any]) -> None:
+    """``conf/<env>/``: its own data root and these settings, one file per stage."""
+    conf = project / "conf" / env
+    conf.mkdir()
+    (conf / "globals.yml").write_text(f"data_root: data/{env}\n")
+    for section, value in params.items():
+        (conf / f"parameters_{section}.yml").write_text(yaml.safe_dump({section: value}))
+
+
+@pytest.mark.slow
+def test_environments_reproduce_through_their_own_stages_apart(project_copy: Path) -> None:
+    """Two tiny environments: each reproduces through ``conf/<env>/dvc.yaml`` into its own
+    ``data/<env>/``; running one never makes the other rerun; an experiment sets one's
+    parameter with ``dvc exp run -S``."""
+    tiny = {
+        **TINY_RUN,
+        "teacher": {"training": {"epochs": 1}},
+        "block_search": {**TINY_RUN["block_search"], "budgets": [{"flops": 0.5, "params": 0.2}]},
+        "distillation": {**TINY_RUN["distillation"], "seeds": 1},
+    }
+    other = {**tiny, "distillation": {**tiny["distillation"], "inherited_lr": 0.01}}
+    write_environment(project_copy, "tiny", tiny)
+    write_environment(project_copy, "other", other)
+    assert run(project_copy, "-m", "compactkd.dvc_stages").returncode == 0
+    stages = yaml.safe_load((project_copy / "conf/tiny/dvc.yaml").read_text())["stages"]
+    tiny_file, other_file = "conf/tiny/dvc.yaml", "conf/other/dvc.yaml"
+
+    assert ran(dvc(project_copy, "repro", tiny_file)) == list(stages)
+    metrics = project_copy / "data/tiny/08_reporting/metrics.json"
+    first = metrics.read_text()
+    assert not (project_copy / "data/08_reporting/metrics.json").exists()  # the base's place
+    assert ran(dvc(project_copy, "repro", other_file)) == list(stages)
+    assert json.loads((project_copy / "data/other/08_reporting/metrics.json").read_text())
+    # Switching back and forth reruns nothing and leaves each one's outputs as they were.
+    assert ran(dvc(project_copy, "repro", tiny_file)) == []
+    assert ran(dvc(project_copy, "repro", other_file)) == []
+    assert metrics.read_text() == first
+    assert changed(project_copy, tiny_file) == {} and changed(project_copy, other_file) == {}
+
+    # An environment's own setting reaches only its stages, from the right one on.
+    override_name = "conf/tiny/parameters_distillation.yml"
+    override = project_copy / override_name
+    saved = override.read_text()
+    set_param(override, "recalibration_batches", "3")
+    readers = {n for n, st in stages.items() if override_name in parameters(st)}
+    assert "distillation" in readers and "teacher" not in readers
+    assert {key.rpartition(":")[2] for key in changed(project_copy, tiny_file)} == readers
+    assert changed(project_copy, other_file) == {}
+    override.write_text(saved)
+
+    git(project_copy, "add", "-A")
+    git(project_copy, "commit", "-qm", "two environments run")
+    setting = "conf/tiny/parameters_distillation.yml:distillation.recalibration_batches"
+    experiment = dvc(project_copy, "exp", "run", tiny_file, "-n", "recal3", "-S", f"{setting}=3")
+    assert ran(experiment) == ["distillation", "evaluation", "reporting"]
+    rows = list(csv.DictReader(io.StringIO(dvc(project_copy, "exp", "show", "--csv"))))
+    # exp show names the setting by its file and key: the environment's, not the base's.
+    assert {row["Experiment"]: row[setting] for row in rows if row["Experiment"]} == {"recal3": "3"}

@@ -4,11 +4,13 @@ parameters, software and machine, and the report shows them."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import PROJECT_ROOT
 
 from compactkd.provenance import parameters_hash, run_provenance
 
@@ -60,3 +62,30 @@ def test_every_metrics_file_of_a_run_carries_one_record(finished_run: Path) -> N
     html = (reporting / "report.html").read_text()
     assert f"commit {record['git_commit'][:12]}" in html
     assert record["parameters_sha256"][:12] in html and record["date"] in html
+
+
+RECORD_KEYS = {"git_commit", "git_dirty", "kedro_env", "parameters_sha256", "versions", "device",
+               "threads", "date"}  # fmt: skip
+BENCHMARK_FILES = sorted((PROJECT_ROOT / "benchmarks").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", BENCHMARK_FILES, ids=lambda path: path.name)
+def test_every_benchmark_figure_carries_its_provenance(path: Path) -> None:
+    """A benchmark's JSON names the commit, environment, settings, software and machine of its
+    figures. A file measured before runs recorded this says where its record came from
+    (``reconstructed``) and may leave unknown fields empty; any other has them all."""
+    record = json.loads(path.read_text()).get("provenance")
+    assert isinstance(record, dict), f"{path.name}: no provenance (regenerate it with its script)"
+    assert set(record) >= RECORD_KEYS, f"{path.name}: missing {RECORD_KEYS - set(record)}"
+    assert re.fullmatch(r"[0-9a-f]{40}", record["git_commit"] or ""), path.name
+    assert record["device"] and record["date"] and record["versions"]["torch"], path.name
+    reconstructed = record.get("reconstructed")
+    if reconstructed is None:
+        assert all(record[key] is not None for key in RECORD_KEYS), path.name
+    else:
+        assert isinstance(reconstructed, str) and len(reconstructed) > 40, path.name
+
+
+def test_benchmark_files_are_found() -> None:
+    names = {path.name for path in BENCHMARK_FILES}
+    assert {"cifar10.json", "results.json", "reliability.json"} <= names

@@ -19,8 +19,13 @@ One stage per registered pipeline, in the registry's order, running ``kedro run 
   (an image); ``dvc: {plots: {<id>: <DVC plot definition, y a list of columns>}}`` adds
   plots of a CSV file.
 
-The parameters and the pipelines' shape are those of ``conf/base`` alone: ``conf/local``
-never reaches the committed file. Regenerate after changing the budgets' number.
+The base environment's stages are ``dvc.yaml``; every other Kedro environment (a folder of
+``conf/`` besides ``base`` and ``local``) gets its own set in ``conf/<env>/dvc.yaml``, whose
+stages run ``kedro run --env <env>`` from the project's root (``wdir``) and track the base's
+and the environment's files (``dvc repro conf/cifar10/dvc.yaml``). Each writes under its own
+``data_root`` (``globals.yml``), so the sets never share an output: one lock file each, and
+switching environments reruns nothing. ``conf/local`` never reaches a committed file.
+Regenerate after changing the budgets' number or adding an environment.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import ast
 import difflib
 import inspect
 import logging
+import os
 import sys
 import textwrap
 from collections.abc import Iterable, Iterator, Mapping
@@ -57,23 +63,45 @@ EVERY_STAGE_PARAMETERS = ("runtime",)  # read by hooks.RuntimeHooks in every run
 SWEEP_PARAMETER = "block_search.budgets"  # hooks.BudgetSweepHooks: one namespace per budget
 
 
-def dvc_stages(project: Path) -> dict[str, Any]:
-    """The content of ``dvc.yaml`` for the project at ``project``: stages, then plots."""
+def environments(project: Path) -> list[str]:
+    """The Kedro environments with a ``dvc.yaml`` of their own: not the base, not ``local``."""
+    bootstrap_project(project)
+    args = settings.CONFIG_LOADER_ARGS
+    own = {args.get("base_env", "base"), args.get("default_run_env", "local")}
+    conf = project / settings.CONF_SOURCE
+    return sorted(p.name for p in conf.iterdir() if p.is_dir() and p.name not in own)
+
+
+def dvc_file(project: Path, env: str | None = None) -> Path:
+    """Where the stages of ``env`` (None: the base environment) are written."""
+    return project / settings.CONF_SOURCE / env / "dvc.yaml" if env else project / "dvc.yaml"
+
+
+def dvc_stages(project: Path, env: str | None = None) -> dict[str, Any]:
+    """The content of ``env``'s ``dvc.yaml`` (None: the base environment's): stages, plots."""
     project = project.resolve()
     metadata = bootstrap_project(project)
-    env = settings.CONFIG_LOADER_ARGS.get("base_env", "base")
-    params = _context(project, env).params
+    base = settings.CONFIG_LOADER_ARGS.get("base_env", "base")
+    run_env = env or base
+    params = _context(project, run_env).params
     stages = _registered()
     budgets = budget_list(_value(params, SWEEP_PARAMETER))
-    _context(project, env, _nested(SWEEP_PARAMETER, [*budgets, budgets[-1]]))
+    _context(project, run_env, _nested(SWEEP_PARAMETER, [*budgets, budgets[-1]]))
     wider = _registered()  # the pipelines of a sweep with one budget more
-    context = _context(project, env)  # and the registry follows conf/base again
+    context = _context(project, run_env)  # and the registry follows the environment again
     catalog = settings.DATA_CATALOG_CLASS.from_config(context.config_loader["catalog"])
     resolve = catalog.config_resolver.resolve_pattern  # factory patterns included
-    conf = project / settings.CONF_SOURCE / env
-    catalog_files = {p.relative_to(project).as_posix() for p in conf.glob("**/catalog*.yml")}
-    parameter_files = _parameter_files(project, conf)
+    confs = [project / settings.CONF_SOURCE / e for e in dict.fromkeys([base, run_env])]
+    config_files = {  # what says where each dataset lives
+        p.relative_to(project).as_posix()
+        for conf in confs
+        for pattern in ("**/catalog*.yml", "globals.yml")
+        for p in conf.glob(pattern)
+    }
+    parameter_files = _parameter_files(project, confs)
     code = _Code(project, metadata.source_dir, metadata.package_name)
+    command = f"kedro run --env {env} --pipelines" if env else "kedro run --pipelines"
+    root = Path(os.path.relpath(project, dvc_file(project, env).parent)).as_posix()
 
     result: dict[str, Any] = {"stages": {}, "plots": []}
     for name, pipe in stages.items():
@@ -83,18 +111,33 @@ def dvc_stages(project: Path) -> dict[str, Any]:
             keys.add(SWEEP_PARAMETER)
         deps = {files[n]["filepath"] for n in pipe.inputs() if files[n]}
         deps |= {str(path) for key in keys for path in _raw_paths(_value(params, key))}
-        deps |= catalog_files | code.files(name, pipe, stages, filter(None, files.values()))
+        deps |= config_files | code.files(name, pipe, stages, filter(None, files.values()))
         outs = sorted(filter(None, (files[n] for n in pipe.all_outputs())), key=_filepath)
         stage = {
-            "cmd": f"kedro run --pipelines {name}",
+            "cmd": f"{command} {name}",
+            "wdir": root if env else None,  # paths and the command: from the project's root
             "deps": sorted(_outermost(deps, "/")),
             "params": _params_entries(_outermost(keys, "."), parameter_files),
             "outs": [c["filepath"] for c in outs if _dvc(c) != "metrics"],
             "metrics": [c["filepath"] for c in outs if _dvc(c) == "metrics"],
         }
         result["stages"][name] = {key: value for key, value in stage.items() if value}
-        result["plots"] += [plot for config in outs for plot in _plots(config)]
+        result["plots"] += [plot for config in outs for plot in _plots(config, root)]
     return result
+
+
+def check_apart(contents: Mapping[str, Mapping[str, Any]]) -> None:
+    """Raise if two environments' stages write one file (DVC refuses it, less clearly)."""
+    writer: dict[str, str] = {}
+    for env, content in contents.items():
+        for stage in content["stages"].values():
+            for path in [*stage.get("outs", []), *stage.get("metrics", [])]:
+                if path in writer:
+                    raise ValueError(
+                        f"environments {writer[path]} and {env} both write {path}: give each "
+                        f"its own data_root in conf/<env>/globals.yml"
+                    )
+                writer[path] = env
 
 
 def render(content: Mapping[str, Any]) -> str:
@@ -108,19 +151,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="fail if dvc.yaml differs")
     args = parser.parse_args(argv)
     logging.disable(logging.INFO)  # Kedro's start-up messages: only the diff goes to stdout
-    project = find_kedro_project(Path.cwd()) or Path.cwd()
-    path = project / "dvc.yaml"
-    text = render(dvc_stages(project))
-    if not args.check:
-        atomic_write(lambda file: file.write(text.encode()), path)
-        return 0
-    old = path.read_text() if path.is_file() else ""
-    diff = list(difflib.unified_diff(old.splitlines(True), text.splitlines(True),
-                                     "dvc.yaml (committed)", "dvc.yaml (generated)"))  # fmt: skip
-    sys.stdout.writelines(diff)
-    if diff:
-        print("dvc.yaml is out of date: run `make dvc`", file=sys.stderr)
-    return 1 if diff else 0
+    project = (find_kedro_project(Path.cwd()) or Path.cwd()).resolve()
+    contents = {env or "base": dvc_stages(project, env) for env in [None, *environments(project)]}
+    check_apart(contents)
+    stale = []
+    for env, content in contents.items():
+        path, text = dvc_file(project, None if env == "base" else env), render(content)
+        name = path.relative_to(project).as_posix()
+        if not args.check:
+            atomic_write(lambda file, text=text: file.write(text.encode()), path)
+            continue
+        old = path.read_text() if path.is_file() else ""
+        diff = list(difflib.unified_diff(old.splitlines(True), text.splitlines(True),
+                                         f"{name} (committed)", f"{name} (generated)"))  # fmt: skip
+        sys.stdout.writelines(diff)
+        stale += [name] if diff else []
+    if stale:
+        print(f"{', '.join(stale)} out of date: run `make dvc`", file=sys.stderr)
+    return 1 if stale else 0
 
 
 # ---- Kedro: the pipelines and parameters of a run of the base environment
@@ -184,23 +232,35 @@ def _outermost(names: Iterable[str], separator: str) -> set[str]:
 # ---- configuration files
 
 
-def _parameter_files(project: Path, conf: Path) -> dict[str, str]:
-    """Top-level parameter key -> the file of ``conf`` that defines it."""
-    files = {}
-    for path in sorted(conf.glob("**/parameters*.yml")):
-        for key in yaml.safe_load(path.read_text()) or {}:
-            files[key] = path.relative_to(project).as_posix()
-    return files
+def _parameter_files(project: Path, confs: Iterable[Path]) -> dict[str, dict[str, Any]]:
+    """Each parameter file of ``confs`` (relative to the project) -> its content."""
+    return {
+        path.relative_to(project).as_posix(): yaml.safe_load(path.read_text()) or {}
+        for conf in confs
+        for path in sorted(conf.glob("**/parameters*.yml"))
+    }
 
 
-def _params_entries(keys: set[str], files: Mapping[str, str]) -> list[dict[str, list[str]]]:
-    unknown = sorted(k for k in keys if k.split(".")[0] not in files)
-    if unknown:
-        raise KeyError(f"parameters {unknown} are in no parameter file of conf/base")
+def _params_entries(
+    keys: set[str], files: Mapping[str, Mapping[str, Any]]
+) -> list[dict[str, list[str]]]:
+    """Each key under every file that sets it: the base's and the environment's override."""
     grouped: dict[str, list[str]] = {}
     for key in sorted(keys):
-        grouped.setdefault(files[key.split(".")[0]], []).append(key)
+        setting = [file for file, content in files.items() if _defines(content, key)]
+        if not setting:
+            raise KeyError(f"parameter {key} is in no parameter file of {sorted(files)}")
+        for file in setting:
+            grouped.setdefault(file, []).append(key)
     return [{file: grouped[file]} for file in sorted(grouped)]
+
+
+def _defines(content: Mapping[str, Any], key: str) -> bool:
+    for part in key.split("."):
+        if not isinstance(content, Mapping) or part not in content:
+            return False
+        content = content[part]
+    return True
 
 
 # ---- the catalog
@@ -222,14 +282,16 @@ def _dvc(config: Mapping[str, Any]) -> Any:
     return (config.get("metadata") or {}).get("dvc")
 
 
-def _plots(config: Mapping[str, Any]) -> list[Any]:
-    marker = _dvc(config)
+def _plots(config: Mapping[str, Any], root: str) -> list[Any]:
+    """The plots of a dataset; their paths are relative to the ``dvc.yaml`` (``root``: the
+    project from there), not to a stage's ``wdir``."""
+    marker, path = _dvc(config), (PurePosixPath(root) / config["filepath"]).as_posix()
     if marker == "plot":
-        return [config["filepath"]]
+        return [path]
     if not isinstance(marker, Mapping):
         return []
     return [
-        {plot_id: {**definition, "y": {config["filepath"]: list(definition["y"])}}}
+        {plot_id: {**definition, "y": {path: list(definition["y"])}}}
         for plot_id, definition in marker.get("plots", {}).items()
     ]
 

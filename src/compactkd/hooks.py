@@ -31,7 +31,11 @@ class BudgetSweepHooks:
     def after_context_created(self, context: KedroContext) -> None:
         from compactkd import pipeline_registry  # lazily: it imports every stage (and torch)
 
-        pipeline_registry.use_budgets(context.params["block_search"]["budgets"])
+        # The loader's parameters (runtime ones merged), not ``context.params``: that loads the
+        # pipelines to validate them, before they know the budgets, and the registry's own
+        # config loader would then take over the ``globals`` resolver (OmegaConf keeps one).
+        parameters = context.config_loader["parameters"]
+        pipeline_registry.use_budgets(parameters["block_search"]["budgets"])
 
 
 _WORKER_OF = "COMPACTKD_PARALLEL_RUN_PID"  # set by a ParallelRunner run's main process

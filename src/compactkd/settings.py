@@ -4,7 +4,7 @@ CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
     # An environment (e.g. conf/cifar10/) overrides single settings, not whole stages.
-    "merge_strategy": {"parameters": "soft", "catalog": "soft"},
+    "merge_strategy": {"parameters": "soft", "catalog": "soft", "globals": "soft"},
 }
 
 from compactkd.hooks import (  # noqa: E402
