@@ -87,6 +87,29 @@ def test_every_candidate_maps_its_interfaces(name: str, channels: int) -> None:
             assert tuple(out.shape) == expected, c.name
 
 
+@pytest.mark.parametrize("name", ["mobilenet_v2", "tv:mobilenet_v2"])
+def test_mobilenet_units_are_blocks_and_the_residual_ones_can_be_skipped(name: str) -> None:
+    """At ``granularity: unit`` every inverted residual is a block; ``skip`` (a unit dropped)
+    exists exactly where the unit keeps its input's shape (its identity residual)."""
+    torch.manual_seed(0)
+    teacher = build_model({"name": name, "num_classes": 5}).eval()
+    partition = partition_model(teacher, (3, 32, 32), "unit")
+    keeps = random_keeps(partition)
+    spaces = block_spaces(partition.block_names, {"teacher": {}, "skip": {}})
+    candidates = build_candidates(partition, spaces, keeps)
+    residual = {
+        f"block_{i}"
+        for i, block in enumerate(partition.blocks, 1)
+        if block[0].use_res_connect  # the unit itself: a one-unit stage
+    }
+    assert len(residual) == 10  # 17 units, 7 of them start a stage
+    assert {c.block for c in candidates if c.family == "skip"} == residual
+    for c in candidates:
+        if c.family == "skip" and c.in_fraction == c.out_fraction == 1.0:  # the identity
+            x = torch.randn(2, *partition.interfaces[partition.block_names.index(c.block)])
+            assert torch.equal(c.module(x), x), c.name
+
+
 def test_teacher_candidate_at_full_width_is_the_teacher_block() -> None:
     torch.manual_seed(0)
     teacher = build_model({"name": "resnet20", "num_classes": 10, "in_channels": 3}).eval()

@@ -39,7 +39,9 @@ BLOCK_COUNTS = {
     ("vgg11_bn", "stage"): 4,
     ("vgg16_bn", "stage"): 4,
     ("mobilenet_v2", "stage"): 7,
+    ("mobilenet_v2", "unit"): 17,
     ("tv:mobilenet_v2", "stage"): 7,
+    ("tv:mobilenet_v2", "unit"): 17,
 }
 
 

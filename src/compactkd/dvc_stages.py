@@ -153,7 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.disable(logging.INFO)  # Kedro's start-up messages: only the diff goes to stdout
     project = (find_kedro_project(Path.cwd()) or Path.cwd()).resolve()
     contents = {env or "base": dvc_stages(project, env) for env in [None, *environments(project)]}
-    check_apart(contents)
+    try:
+        check_apart(contents)
+    except ValueError as error:
+        print(error, file=sys.stderr)
+        return 2
     stale = []
     for env, content in contents.items():
         path, text = dvc_file(project, None if env == "base" else env), render(content)

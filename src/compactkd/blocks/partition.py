@@ -133,7 +133,8 @@ def _split_vgg(model: nn.Module, granularity: str) -> Split:
 
 
 def _split_mobilenet_v2(model: nn.Module, granularity: str) -> Split:
-    """Stem ``features[0]``; one block per stage; head: last 1x1 conv, pool, classifier.
+    """Stem ``features[0]``; one block per stage (or per inverted residual, ``unit``); head:
+    last 1x1 conv, pool, classifier.
 
     A stage is a run of inverted residuals with the same output width, i.e. one (t, c, n, s) row
     of the setting (two rows can only merge if width rounding gives them equal widths).
@@ -146,7 +147,7 @@ def _split_mobilenet_v2(model: nn.Module, granularity: str) -> Split:
 
     stages: list[list[nn.Module]] = []
     for unit in units:
-        if stages and stages[-1][-1].out_channels == unit.out_channels:
+        if granularity == "stage" and stages and stages[-1][-1].out_channels == unit.out_channels:
             stages[-1].append(unit)
         else:
             stages.append([unit])
@@ -162,13 +163,16 @@ class _Family(NamedTuple):
 
 
 # The one place where each supported family is declared: its model class, its split and the
-# granularities it has (unit-level blocks only make sense for ResNets' residual units).
+# granularities it has (unit-level blocks: ResNets' residual units, MobileNetV2's inverted
+# residuals; a VGG stage has no units to split at).
 _FAMILIES: dict[str, _Family] = {
     "resnet_cifar": _Family(ResNet, _split_resnet_cifar, ("stage", "unit")),
     "vgg": _Family(VGG, _split_vgg, ("stage",)),
-    "mobilenet_v2": _Family(MobileNetV2, _split_mobilenet_v2, ("stage",)),
+    "mobilenet_v2": _Family(MobileNetV2, _split_mobilenet_v2, ("stage", "unit")),
     "tv_resnet": _Family(torchvision.models.ResNet, _split_tv_resnet, ("stage", "unit")),
-    "tv_mobilenet_v2": _Family(torchvision.models.MobileNetV2, _split_mobilenet_v2, ("stage",)),
+    "tv_mobilenet_v2": _Family(
+        torchvision.models.MobileNetV2, _split_mobilenet_v2, ("stage", "unit")
+    ),
 }
 
 SUPPORTED_FAMILIES: list[str] = list(_FAMILIES)
@@ -229,7 +233,7 @@ def partition_model(
     """Split ``model`` into stem, blocks and head; ``input_shape`` is one image's (C, H, W).
 
     ``granularity`` is ``"stage"`` (one block per stage) or ``"unit"`` (one block per residual
-    unit, ResNets only). Raises ``ValueError`` for an unsupported model or granularity.
+    unit: ResNets and MobileNetV2). Raises ``ValueError`` for an unsupported model or granularity.
     """
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity must be one of {list(GRANULARITIES)}, got {granularity!r}")
