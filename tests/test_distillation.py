@@ -399,7 +399,7 @@ def test_a_switched_off_baseline_yields_no_packages_and_is_not_evaluated(
     params = {"baselines": {"uniform": False}}
     # No spec is needed: a baseline switched off builds and trains nothing.
     finetuned, history, summary = finetune_uniform(
-        teacher, digits_splits, {}, params, {"device": "cpu"}
+        teacher, digits_splits, {}, params, {"device": "cpu"}, "unused/checkpoints"
     )
     assert finetuned == {"model": "uniform", "packages": []} and history.empty
     assert summary == {"model": "uniform", "skipped": True}

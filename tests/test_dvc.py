@@ -60,6 +60,13 @@ def test_committed_dvc_yaml_is_the_generated_one(generated: dict[str, Any]) -> N
     assert committed == render(generated), "dvc.yaml is out of date: run `make dvc`"
 
 
+def test_parameter_files_hold_no_interpolation() -> None:
+    """``dvc exp run -S`` rewrites a parameter file through OmegaConf, which fails on Kedro's
+    resolvers (``${globals:...}``): paths that follow the environment live in the catalog."""
+    files = sorted((PROJECT_ROOT / "conf").glob("*/parameters*.yml"))
+    assert files and not [f.name for f in files if "${" in f.read_text()]
+
+
 def test_every_environment_has_its_own_stages_and_outputs(generated: dict[str, Any]) -> None:
     envs = environments(PROJECT_ROOT)
     assert envs and "base" not in envs and "local" not in envs

@@ -103,7 +103,7 @@ def test_a_budget_outside_its_forms_is_refused(budget: Any) -> None:
     key=st.from_regex(r"[a-z][a-z_]{2,12}", fullmatch=True),
 )
 def test_an_unknown_key_in_any_stage_is_refused(section: str, key: str) -> None:
-    known = set(BASE[section]) | {"checkpoint", "model", "resume_path", "training"}
+    known = set(BASE[section]) | {"checkpoint", "model", "training"}
     if key in known or section == "teacher":  # the teacher block: test its training keys
         section, path = "teacher", ("teacher", "training", key)
         if key in BASE["training"]:

@@ -168,7 +168,6 @@ class DistillationConfig:
     seeds: int = 1
     baselines: Mapping[str, bool] = field(default_factory=dict)  # name -> run it (default yes)
     inherited_lr: float = 0.02  # for networks that start from trained weights
-    resume_dir: str = "data/06_models/checkpoints/distillation"
 
     def __post_init__(self) -> None:
         unknown = set(self.baselines) - set(MODELS[1:])
@@ -216,9 +215,11 @@ def finetune(
     splits: Mapping[str, Any],
     config: DistillationConfig,
     tag: str,
+    checkpoint_dir: str | Path | None = None,
 ) -> tuple[list[nn.Module], pd.DataFrame, dict[str, Any]]:
     """Fine-tune one model once per seed: the networks, their histories and a summary
-    (seconds, BatchNorm recalibration's effect on the first seed)."""
+    (seconds, BatchNorm recalibration's effect on the first seed). Each seed resumes from
+    its own checkpoint in ``checkpoint_dir`` (``<tag>_<model>_<seed>.ckpt``) when given."""
     started = time.perf_counter()
     networks, histories = [], []
     summary = {"model": recipe.name, "seeds": config.seeds, **recipe.facts}
@@ -237,7 +238,9 @@ def finetune(
             objective=_kd_objective(teacher, splits, training, config.kd)
             if recipe.distilled
             else None,
-            checkpoint_path=Path(config.resume_dir) / f"{tag}_{recipe.name}_{offset}.ckpt",
+            checkpoint_path=Path(checkpoint_dir) / f"{tag}_{recipe.name}_{offset}.ckpt"
+            if checkpoint_dir
+            else None,
             fingerprint_extra={
                 "model": recipe.name,
                 "kd": dataclasses.asdict(config.kd) if recipe.distilled else None,

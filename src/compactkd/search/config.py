@@ -58,7 +58,6 @@ class BlockSearchConfig:
     # Add each budget's uniform cut (the `pruned` baseline's structure) to the space.
     uniform_cuts: bool = False
     importance_samples: int = 1024
-    resume_path: str | None = None
 
     def __post_init__(self) -> None:
         if self.score not in SCORES:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -388,10 +389,14 @@ def measure_interface_losses(
 
 
 def train_pool(
-    pool: CandidatePool, splits: Mapping[str, Any], config: BlockSearchConfig
+    pool: CandidatePool,
+    splits: Mapping[str, Any],
+    config: BlockSearchConfig,
+    checkpoint_path: str | Path | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame, dict[str, dict[float, float]]]:
     """Block-wise distillation of every candidate: the candidate table, the candidates'
-    weights (with the interface keeps), the training history and ``interface_scores``."""
+    weights (with the interface keeps), the training history and ``interface_scores``.
+    Resumes from ``checkpoint_path`` (written after every epoch) when given."""
     history, nmse, active = train_candidates(
         pool.partition,
         pool.candidates,
@@ -399,7 +404,7 @@ def train_pool(
         splits,
         dict(enumerate(pool.costs)),
         config.training,
-        config.resume_path,
+        checkpoint_path,
         protected=pinned_positions(pool, config.pin),
     )
     device = resolve_device(config.training.device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -57,11 +58,11 @@ def prepare_candidates(
 
 
 def train_block_candidates(
-    pool: CandidatePool, splits: dict[str, Any], params: dict[str, Any]
+    pool: CandidatePool, splits: dict[str, Any], params: dict[str, Any], checkpoints: str
 ) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame, dict[str, Any]]:
     """Block-wise distillation of every candidate: their table, weights and history, and
     what narrowing the stem and the head loses (``interface_scores``)."""
-    return train_pool(pool, splits, _config(params))
+    return train_pool(pool, splits, _config(params), Path(checkpoints) / "block_search.ckpt")
 
 
 def fit_accuracy_predictor(

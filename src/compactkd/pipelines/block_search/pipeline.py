@@ -38,7 +38,7 @@ def create_pipeline(namespaces: Sequence[str | None] = (None,), **kwargs) -> Pip
             ),
             node(
                 train_block_candidates,
-                ["candidate_pool", "splits", SEARCH],
+                ["candidate_pool", "splits", SEARCH, "checkpoints"],
                 [
                     "candidates_table",
                     "candidate_weights",

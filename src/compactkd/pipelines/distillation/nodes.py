@@ -18,24 +18,20 @@ from compactkd.model_files import network_package
 from compactkd.training import HISTORY_COLUMNS
 
 Outputs = tuple[dict[str, Any], pd.DataFrame, dict[str, Any]]
+Run = tuple[dict[str, Any], dict[str, Any], str]  # distillation, training, checkpoint folder
 
 
-def _run(
-    name: str,
-    recipe: Callable[[], Recipe],
-    teacher: nn.Module,
-    splits: dict[str, Any],
-    spec: dict[str, Any],
-    settings: tuple[dict[str, Any], dict[str, Any]],
-) -> Outputs:
+def _run(name: str, recipe: Callable[[], Recipe], teacher: nn.Module, splits: dict[str, Any],
+         spec: dict[str, Any], run: Run) -> Outputs:  # fmt: skip
     """``recipe()`` fine-tuned per seed: ``{"model", "packages"}``, history, summary.
-    ``settings``: the ``distillation`` and shared ``training`` parameters."""
-    config = DistillationConfig.from_params(*settings)
+    ``run``: the ``distillation`` and shared ``training`` parameters, the checkpoint folder."""
+    params, training, folder = run
+    config = DistillationConfig.from_params(params, training)
     if not config.runs(name):
         empty = pd.DataFrame(columns=["model", "seed", *HISTORY_COLUMNS])  # a CSV with a header
         return {"model": name, "packages": []}, empty, {"model": name, "skipped": True}
     # A baseline that cannot fit the budgets fails here, before any training.
-    networks, history, summary = finetune(recipe(), teacher, splits, config, run_tag(spec))
+    networks, history, summary = finetune(recipe(), teacher, splits, config, run_tag(spec), folder)
     return {"model": name, "packages": [network_package(n) for n in networks]}, history, summary
 
 
@@ -47,12 +43,13 @@ def finetune_student(
     candidate_weights: dict[str, Any],
     params: dict[str, Any],
     training: dict[str, Any],
+    checkpoints: str,
 ) -> tuple[dict[str, Any], dict[str, Any], pd.DataFrame, dict[str, Any]]:
     """The chosen blocks with their block-wise weights, KD; also its first seed alone."""
-    recipe = partial(
-        baselines.student_recipe, teacher, input_shape(splits), spec, table, candidate_weights
-    )
-    finetuned, history, summary = _run("student", recipe, teacher, splits, spec, (params, training))
+    recipe = partial(baselines.student_recipe, teacher, input_shape(splits), spec, table,
+                     candidate_weights)  # fmt: skip
+    run = (params, training, checkpoints)
+    finetuned, history, summary = _run("student", recipe, teacher, splits, spec, run)
     return finetuned, finetuned["packages"][0], history, summary
 
 
@@ -64,12 +61,12 @@ def finetune_scratch(
     candidate_weights: dict[str, Any],
     params: dict[str, Any],
     training: dict[str, Any],
+    checkpoints: str,
 ) -> Outputs:
     """The student's architecture from random weights, cross-entropy alone."""
-    recipe = partial(
-        baselines.scratch_recipe, teacher, input_shape(splits), spec, table, candidate_weights
-    )
-    return _run("scratch", recipe, teacher, splits, spec, (params, training))
+    recipe = partial(baselines.scratch_recipe, teacher, input_shape(splits), spec, table,
+                     candidate_weights)  # fmt: skip
+    return _run("scratch", recipe, teacher, splits, spec, (params, training, checkpoints))
 
 
 def finetune_uniform(
@@ -78,10 +75,11 @@ def finetune_uniform(
     spec: dict[str, Any],
     params: dict[str, Any],
     training: dict[str, Any],
+    checkpoints: str,
 ) -> Outputs:
     """The teacher's architecture at the one width multiplier that fits the budgets, KD."""
     recipe = partial(baselines.uniform_recipe, teacher, input_shape(splits), spec)
-    return _run("uniform", recipe, teacher, splits, spec, (params, training))
+    return _run("uniform", recipe, teacher, splits, spec, (params, training, checkpoints))
 
 
 def finetune_pruned(
@@ -91,10 +89,11 @@ def finetune_pruned(
     importance: list[torch.Tensor],
     params: dict[str, Any],
     training: dict[str, Any],
+    checkpoints: str,
 ) -> Outputs:
     """The trained teacher cut to the one kept fraction that fits the budgets, KD."""
     recipe = partial(baselines.pruned_recipe, teacher, input_shape(splits), spec, importance)
-    return _run("pruned", recipe, teacher, splits, spec, (params, training))
+    return _run("pruned", recipe, teacher, splits, spec, (params, training, checkpoints))
 
 
 def finetune_torch_pruning(
@@ -103,10 +102,11 @@ def finetune_torch_pruning(
     spec: dict[str, Any],
     params: dict[str, Any],
     training: dict[str, Any],
+    checkpoints: str,
 ) -> Outputs:
     """The trained teacher pruned by torch-pruning at the smallest ratio that fits, KD."""
     recipe = partial(baselines.torch_pruning_recipe, teacher, input_shape(splits), spec)
-    return _run("torch_pruning", recipe, teacher, splits, spec, (params, training))
+    return _run("torch_pruning", recipe, teacher, splits, spec, (params, training, checkpoints))
 
 
 def gather_histories(*histories: pd.DataFrame) -> pd.DataFrame:

@@ -22,9 +22,10 @@ from compactkd.pipelines.sweep import per_budget, stage
 
 SHARED_INPUTS = {
     "teacher_model", "splits", "candidates_table", "candidate_weights", "interface_importance",
+    "checkpoints",
 }  # fmt: skip
 PARAMETERS = {"params:distillation", "params:training"}
-SETTINGS = ["params:distillation", "params:training"]
+SETTINGS = ["params:distillation", "params:training", "checkpoints"]
 FROM_SEARCH = ["student_spec", "candidates_table", "candidate_weights"]
 
 

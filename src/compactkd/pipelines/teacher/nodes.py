@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -45,7 +46,7 @@ def _config(params: dict[str, Any], training: dict[str, Any]) -> TrainConfig:
 
 
 def train_teacher(
-    splits: dict[str, Any], params: dict[str, Any], training: dict[str, Any]
+    splits: dict[str, Any], params: dict[str, Any], training: dict[str, Any], checkpoints: str
 ) -> tuple[nn.Module, pd.DataFrame]:
     """Train the configured teacher, or load the user's own when ``checkpoint`` is set."""
     config = _config(params, training)  # bad parameters fail before any work
@@ -57,7 +58,8 @@ def train_teacher(
         return model, pd.DataFrame(columns=HISTORY_COLUMNS)
     torch.manual_seed(config.seed)  # the initial weights are part of the run's identity
     model = build_model(spec)
-    return train(model, splits, config, checkpoint_path=params["resume_path"], name="teacher")
+    checkpoint = Path(checkpoints) / "teacher.ckpt"
+    return train(model, splits, config, checkpoint_path=checkpoint, name="teacher")
 
 
 def evaluate_teacher(

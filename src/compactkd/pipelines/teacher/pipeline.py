@@ -11,7 +11,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 train_teacher,
-                ["splits", "params:teacher", "params:training"],
+                ["splits", "params:teacher", "params:training", "checkpoints"],
                 ["teacher_model", "teacher_history"],
                 name="train_teacher",
             ),
