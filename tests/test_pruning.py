@@ -387,3 +387,27 @@ def test_depth_is_refused_where_it_means_nothing() -> None:
     vgg_block = nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU())
     assert first_units(vgg_block, 1) is None  # layers, not residual units
     assert first_units(stage[0], 1) is None  # a single unit has no depth to drop
+
+
+def test_a_pruned_mobilenet_saved_and_loaded_computes_the_same() -> None:
+    """The channels a pruned unit without expansion reads are chosen by the teacher's weights:
+    they travel in the file, so the network rebuilt from its blueprint (on an untrained
+    teacher) computes what was saved, not another cut of the same shapes."""
+    from compactkd.baselines import pruned_blueprint
+    from compactkd.blocks.partition import partition_model
+    from compactkd.model_files import network_from_package, network_package
+
+    teacher = randomised_teacher("mobilenet_v2")
+    shape = (3, 32, 32)
+    importance = [torch.rand(c) for c, _, _ in partition_model(teacher, shape).interfaces]
+    budget = {"params": 0.3 * n_params(teacher)}  # absolute, as the resolved budgets are
+    blueprint = pruned_blueprint(teacher, shape, "stage", importance, budget)
+    network = blueprint.build(teacher).eval()
+    assert any(isinstance(m, ChannelMap) for m in network[1].modules())  # block_1, t = 1
+    loaded = network_from_package(network_package(network))
+    x = torch.randn(2, *shape)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), network(x))
+    # A file from before the index was saved still loads (its index derived again).
+    state = {k: v for k, v in network.state_dict().items() if not k.endswith(".index")}
+    blueprint.build().load_state_dict(state)

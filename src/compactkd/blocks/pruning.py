@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -104,13 +105,19 @@ class ChannelMap(nn.Module):
         found = match.any(dim=1)
         # Unmatched outputs point one past the input: forward appends a zero channel there.
         index = torch.where(found, match.long().argmax(dim=1), len(in_keep))
-        # Not persistent: derived from the constructor's arguments, so state_dicts hold weights
-        # only and a module rebuilt with the same arguments loads them.
-        self.register_buffer("index", index, persistent=False)
+        # Saved with the weights: the channels a pruned depthwise unit reads are chosen by the
+        # teacher's weights (largest L1), which a network rebuilt from its blueprint, on an
+        # untrained teacher, would choose differently.
+        self.register_buffer("index", index)
         self.in_channels = len(in_keep)
         self.out_channels = len(out_keep)
         self.stride = stride
         self.pads = not bool(found.all())
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
+        # A file saved before the index was kept: the one derived from the arguments stands.
+        state_dict.setdefault(f"{prefix}index", self.index)
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride > 1:
