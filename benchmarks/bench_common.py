@@ -26,31 +26,27 @@ def log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
+def _config_loader(root: Path, env: str | None, overrides: Mapping[str, Any] | None = None) -> Any:
+    """The configuration ``kedro run [--env env] --params overrides`` would see."""
+    from kedro.config import OmegaConfigLoader
+
+    from compactkd.settings import CONFIG_LOADER_ARGS
+
+    runtime = dict(overrides or {})
+    return OmegaConfigLoader(conf_source=str(root / "conf"), env=env, runtime_params=runtime,
+                             **CONFIG_LOADER_ARGS)  # fmt: skip
+
+
 def project_params(
     root: Path = ROOT, env: str | None = None, overrides: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
     """The parameters ``kedro run [--env env] --params overrides`` would see."""
-    from kedro.config import OmegaConfigLoader
-
-    from compactkd.settings import CONFIG_LOADER_ARGS
-
-    loader = OmegaConfigLoader(
-        conf_source=str(root / "conf"),
-        env=env,
-        runtime_params=dict(overrides or {}),
-        **CONFIG_LOADER_ARGS,
-    )
-    return loader["parameters"]
+    return _config_loader(root, env, overrides)["parameters"]
 
 
 def data_root(root: Path = ROOT, env: str | None = None) -> Path:
     """Where ``kedro run [--env env]`` writes its outputs (``data_root`` in globals.yml)."""
-    from kedro.config import OmegaConfigLoader
-
-    from compactkd.settings import CONFIG_LOADER_ARGS
-
-    loader = OmegaConfigLoader(conf_source=str(root / "conf"), env=env, **CONFIG_LOADER_ARGS)
-    return root / loader["globals"]["data_root"]
+    return root / _config_loader(root, env)["globals"]["data_root"]
 
 
 def dotlist(params: Mapping[str, Any], prefix: str = "") -> list[str]:

@@ -15,6 +15,8 @@ import pandas as pd
 from cifar10_ablation import RESULTS as ABLATION
 from cifar10_ablation import table as ablation_table
 
+from compactkd.pipelines.reporting.nodes import provenance_facts
+
 
 def baselines(metrics: dict) -> list[str]:
     """The baselines the run compared (every model but the teacher and the student)."""
@@ -160,15 +162,10 @@ assembled before fine-tuning {search["assembled_val_top1"]:.2f}% validation, tea
 
 
 def provenance_line(record: dict | None) -> str:
-    """The run's record (``provenance`` in the JSON) in one sentence."""
-    if not record:
-        return "Provenance: not recorded by this run."
-    versions = ", ".join(f"{k} {v}" for k, v in record["versions"].items() if v)
-    dirty = " with uncommitted changes" if record["git_dirty"] else ""
-    machine = f"{record['device']}, {record['threads']} thread(s), {record['date']}"
-    return (f"Provenance: commit `{record['git_commit'][:10]}`{dirty}, environment "
-            f"`{record['kedro_env']}`, parameters sha256 `{record['parameters_sha256'][:12]}`, "
-            f"{machine}; {versions}.")  # fmt: skip
+    """The run's record (``provenance`` in the JSON) in one sentence, as the report's run
+    table words it."""
+    facts = provenance_facts(record)
+    return f"Provenance: {'; '.join(facts.values())}." if facts else "Provenance: not recorded."
 
 
 def longer_finetune(data: Path) -> dict:
