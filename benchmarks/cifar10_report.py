@@ -88,6 +88,7 @@ def markdown(data: Path, result: dict, note: str, title: str, ablation: bool) ->
     distill = json.loads((reporting / "distillation_summary.json").read_text())
     history = pd.read_csv(reporting / "student_history.csv")
     card = json.loads((reporting / "dataset_card.json").read_text())
+    teacher_low, teacher_high = evaluation["teacher"]["top1_ci95"]
     rows = ["| model | top-1 mean ± std (seeds) | top-1 seed 0 [95% CI] | FLOPs | params | "
             "FLOPs red. | params red. | latency b1 / b32 (ms) |",
             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -133,10 +134,10 @@ Teacher: {teacher["model"]["name"]}, {teacher["epochs"]} epochs. Block search:
 {search["candidates"]} candidates, chose {search["chosen"]} (predicted
 {search["predicted_flops_ratio"]:.3f}x FLOPs, {search["predicted_params_ratio"]:.3f}x params;
 assembled before fine-tuning {search["assembled_val_top1"]:.2f}% validation, teacher
-{search["teacher_val_top1"]:.2f}%). BatchNorm recalibration: {distill.get("recalibration")}.
+{search["teacher_val_top1"]:.2f}%). {_recalibration_facts(distill["models"])}
 {_baseline_facts(distill["models"])}
 
-## Test accuracy ({evaluation["teacher"]["top1_ci95"]} is the teacher's 95% interval)
+## Test accuracy ([{teacher_low:.2f}, {teacher_high:.2f}] is the teacher's 95% interval)
 
 {chr(10).join(rows)}
 
@@ -208,6 +209,16 @@ distillation.baselines.scratch=false,distillation.baselines.uniform=false`):
 |---|---|
 {chr(10).join(diffs)}
 """
+
+
+def _recalibration_facts(models: dict) -> str:
+    """Validation top-1 before -> after BatchNorm recalibration of each inherited model."""
+    effects = [f"{name} {m['recalibration']['val_top1_before']:.2f} -> "
+               f"{m['recalibration']['val_top1_after']:.2f}%"
+               for name, m in models.items() if "recalibration" in m]  # fmt: skip
+    if not effects:
+        return "BatchNorm recalibration: off."
+    return f"BatchNorm recalibration (validation top-1 before -> after): {', '.join(effects)}."
 
 
 def _baseline_facts(models: dict) -> str:
