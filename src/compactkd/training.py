@@ -49,17 +49,16 @@ Objective = Callable[
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Hyper-parameters of one training run (``conf/base/parameters_*.yml``)."""
+class OptimizerConfig:
+    """What every trainer here is given: the optimiser and its run's length, seed and device."""
 
     epochs: int = 15
     batch_size: int = 128
     lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.0
     optimizer: str = "sgd"  # sgd | adam
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = True  # sgd only
+    weight_decay: float = 5e-4
     seed: int = 0
     device: str = "auto"
     mixed_precision: str = "auto"  # auto (bf16 on CUDA that supports it) | bf16 | off
@@ -67,13 +66,23 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_optimizer(self.optimizer)
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"epochs and batch_size must be positive, got {self}")
-        check_precision(self.mixed_precision)
-        if self.lr <= 0 or not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"lr must be positive and label_smoothing in [0, 1), got {self}")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError(f"epochs, batch_size and lr must be positive, got {self}")
         if self.momentum < 0 or self.weight_decay < 0:
             raise ValueError(f"momentum and weight_decay must be >= 0, got {self}")
+        check_precision(self.mixed_precision)
+
+
+@dataclass(frozen=True)
+class TrainConfig(OptimizerConfig):
+    """Hyper-parameters of one training run (``conf/base/parameters_*.yml``)."""
+
+    label_smoothing: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self}")
 
     @classmethod
     def from_params(

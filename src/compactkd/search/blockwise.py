@@ -32,9 +32,8 @@ from compactkd.evaluation import evaluate
 from compactkd.losses import nmse, nmse_terms
 from compactkd.training import (
     Checkpoint,
+    OptimizerConfig,
     autocast,
-    check_optimizer,
-    check_precision,
     epoch_seed,
     optimizer_with_cosine,
     placed,
@@ -46,35 +45,24 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class BlockTrainConfig:
+class BlockTrainConfig(OptimizerConfig):
     """How the candidates are trained (``block_search.training`` in the parameters)."""
 
     epochs: int = 2
-    optimizer: str = "adam"  # or "sgd"
     batch_size: int = 32
     lr: float = 6e-3
-    momentum: float = 0.9  # sgd only
-    nesterov: bool = True  # sgd only
+    optimizer: str = "adam"
     weight_decay: float = 0.0
     subsample: float = 0.15  # fraction of the training split used for block training
     pareto_pruning: bool = True
     # Train block i on what the best candidates so far of blocks 1..i-1 write, not on the
     # teacher's features (Wang et al. 2018), from the second epoch on.
     progressive: bool = False
-    seed: int = 0
-    device: str = "auto"
-    mixed_precision: str = "auto"  # auto (bf16 on CUDA that supports it) | bf16 | off
-    channels_last: bool = True  # convolution weights in NHWC order while training
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError(f"epochs, batch_size and lr must be positive, got {self}")
-        check_optimizer(self.optimizer)
+        super().__post_init__()
         if not 0 < self.subsample <= 1:
             raise ValueError(f"subsample must be in (0, 1], got {self.subsample}")
-        if self.momentum < 0 or self.weight_decay < 0:
-            raise ValueError(f"momentum and weight_decay must be >= 0, got {self}")
-        check_precision(self.mixed_precision)
 
 
 def train_subset(splits: Mapping[str, Any], fraction: float, seed: int) -> dict[str, Any]:
